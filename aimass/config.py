@@ -1,0 +1,204 @@
+"""The one typed configuration of aimass: defaults, profiles, `--set key=value` overrides, validation.
+
+Loaded and validated once (by the CLI or a test), then handed to the pipeline as JSON; every stage parses that JSON
+back into the same model, so a stage never reads environment strings of its own.
+
+Profiles:
+    tiny   a few thousand images and one epoch; what the tests run (about a minute on 2 CPU cores).
+    quick  the whole data set, a few epochs on CPU; the `make run` default (test accuracy >= 0.90).
+    full   the whole data set, longer training with a larger batch; meant for a GPU.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aimass.errors import ConfigError
+
+# The image every component (and later the model server) runs in. Decorators need it at import time, so it is a
+# constant rather than a --set key; the Dockerfile and chart take their tag from the same place.
+PROJECT_IMAGE = "ghcr.io/aimass/aimass:0.1.0"
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, not silently ignored typos.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    repo_dir: str = Field(".", description="DVC repository holding data.dvc; resolved to an absolute path on load")
+    dvc_file: str = Field("data.dvc", description="the .dvc file, relative to repo_dir, that pins the data version")
+    dataset_dir: str = Field("data/fashion-mnist", description="imported data set, relative to repo_dir")
+
+
+class SplitConfig(_Section):
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the training images held out")
+    train_limit: int | None = Field(None, gt=0, description="use at most this many training images (stratified)")
+    test_limit: int | None = Field(None, gt=0, description="use at most this many test images (stratified)")
+    seed: int = Field(0, ge=0)
+
+
+class ValidationConfig(_Section):
+    min_rows_train: int = Field(50_000, ge=1)
+    min_rows_validation: int = Field(5_000, ge=1)
+    min_rows_test: int = Field(9_000, ge=1)
+    reference_class_share: float = Field(0.1, gt=0, lt=1, description="Fashion-MNIST is balanced: 1/10 per class")
+    class_share_tolerance: float = Field(0.02, gt=0, lt=1, description="allowed absolute deviation per class")
+    pixel_mean_min: float = Field(0.01, ge=0, le=1, description="per-image mean intensity, 0..1 scale")
+    pixel_mean_max: float = Field(0.85, ge=0, le=1)
+    pixel_std_min: float = Field(0.03, ge=0, le=1, description="rejects blank or constant images")
+    max_test_images_in_train: int = Field(0, ge=0, description="known baseline of identical train/test images")
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> ValidationConfig:
+        if self.pixel_mean_min >= self.pixel_mean_max:
+            raise ValueError("pixel_mean_min must be below pixel_mean_max")
+        return self
+
+
+class ModelConfig(_Section):
+    channels: tuple[int, int, int] = Field((32, 64, 128), description="output channels of the three conv blocks")
+    hidden_units: int = Field(256, ge=8)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1, le=500, description="upper bound; early stopping may end sooner")
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(0.05, gt=0, le=10, description="peak of the one-cycle schedule, SGD+Nesterov")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    warmup_fraction: float = Field(0.2, gt=0, lt=1, description="share of steps spent warming up the LR")
+    early_stopping_patience: int = Field(2, ge=1, description="epochs without validation gain before stopping")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int = Field(0, ge=0, description="0 = one per CPU this process may use")
+    compile: bool = Field(False, description="torch.compile the model (pays off on GPUs, for long runs)")
+
+
+class GateConfig(_Section):
+    min_accuracy: float = Field(0.88, ge=0, le=1, description="test accuracy below this rejects the model")
+    min_macro_f1: float = Field(0.87, ge=0, le=1)
+
+
+class KubernetesConfig(_Section):
+    """Compile-time settings for the cluster; they change the compiled YAML, not local runs."""
+
+    gpu_accelerator: str = "nvidia.com/gpu"
+    gpu_node_selector: str = Field("nvidia.com/gpu.present=true", pattern=r"^[^=\s]+=[^=\s]*$",
+                                   description="node label key=value the GPU stages require")
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    cpu_request: str = "1"
+    memory_request: str = "2Gi"
+    train_cpu_request: str = "4"
+    train_memory_request: str = "16Gi"
+
+
+class AimassConfig(_Section):
+    profile: Literal["tiny", "quick", "full"] = "quick"
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> AimassConfig:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as error:
+            raise ConfigError(_describe(error)) from None
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "split": {"train_limit": 3_000, "test_limit": 1_000},
+        "validation": {"min_rows_train": 2_500, "min_rows_validation": 250, "min_rows_test": 900},
+        "train": {"epochs": 1, "batch_size": 64},
+        "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4},
+    },
+    "quick": {},
+    "full": {
+        "train": {"epochs": 30, "batch_size": 512, "learning_rate": 0.2, "early_stopping_patience": 4, "compile": True},
+        "gate": {"min_accuracy": 0.92, "min_macro_f1": 0.92},
+    },
+}
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key that `--set` accepts, e.g. `train.epochs`."""
+    keys = []
+    for section_name, field in AimassConfig.model_fields.items():
+        section_type = field.annotation
+        if isinstance(section_type, type) and issubclass(section_type, BaseModel):
+            keys.extend(f"{section_name}.{name}" for name in section_type.model_fields)
+    return keys  # `profile` is chosen with --profile, never overridden
+
+
+def load_config(profile: str = "quick", overrides: list[str] | tuple[str, ...] = ()) -> AimassConfig:
+    """Build the configuration for `profile` with `KEY=VALUE` overrides applied on top.
+
+    Values are parsed as YAML scalars (`3` is an int, `true` a bool, `[16,32,64]` a list).
+
+    Raises:
+        ConfigError: unknown profile, malformed override, unknown key (the message lists the valid ones) or a value
+            outside its allowed range.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    settings = copy.deepcopy(PROFILES[profile])
+    settings["profile"] = profile
+    for override in overrides:
+        key, value = _parse_override(override)
+        _assign(settings, key, value)
+    try:
+        return AimassConfig.model_validate(settings)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def _parse_override(override: str) -> tuple[str, Any]:
+    key, separator, raw_value = override.partition("=")
+    if not separator or not key.strip():
+        raise ConfigError(f"override {override!r} is not KEY=VALUE, e.g. train.epochs=5")
+    key = key.strip()
+    if key not in valid_keys():
+        raise ConfigError(f"unknown configuration key {key!r}; valid keys: {', '.join(valid_keys())}")
+    try:
+        return key, yaml.safe_load(raw_value) if raw_value.strip() else raw_value
+    except yaml.YAMLError:
+        return key, raw_value
+
+
+def _assign(settings: dict[str, Any], dotted_key: str, value: Any) -> None:
+    *sections, name = dotted_key.split(".")
+    node = settings
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[name] = value
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "configuration"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}; valid keys: {', '.join(valid_keys())}")
+        else:
+            problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def config_summary(config: AimassConfig) -> str:
+    """The resolved configuration as indented JSON, for saving beside every model."""
+    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True)

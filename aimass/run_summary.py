@@ -1,0 +1,43 @@
+"""The table `aimass run` ends with: each step's status and time, the data validation verdict, the test metrics
+and where the artifacts are."""
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from aimass.pipelines.local_run import LocalRunResult
+
+_STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "bold red", "not run": "dim"}
+
+
+def print_run_summary(result: LocalRunResult, console: Console | None = None) -> None:
+    console = console or Console(soft_wrap=True)
+    steps = Table(title="aimass run", title_justify="left")
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("seconds", justify="right")
+    for step in result.steps:
+        seconds = "" if step.seconds is None else f"{step.seconds:.1f}"
+        steps.add_row(step.name, f"[{_STATUS_STYLE[step.status]}]{step.status}[/]", seconds)
+    console.print(steps)
+
+    docs = result.artifact("validate-data", "data_docs")
+    if docs is not None:
+        console.print(f"data validation: {'passed' if docs['metadata'].get('success') else 'FAILED'}")
+    elif result.failed_step == "validate-data":
+        console.print("data validation: [bold red]FAILED[/] (the failed expectations are listed above)")
+    metrics = result.artifact("evaluate", "metrics")
+    if metrics is not None:
+        values = metrics["metadata"]
+        console.print(f"test accuracy {values['accuracy']:.4f}, macro-F1 {values['macro_f1']:.4f}, "
+                      f"ROC-AUC {values['roc_auc_ovr']:.4f}")
+    reasons = result.parameter("evaluate", "reasons")
+    if reasons is not None:
+        console.print("gate: " + "; ".join(json.loads(reasons)))
+    blessed = result.artifact("bless-model", "blessed")
+    if blessed is not None:
+        console.print(f"blessed model: {blessed['uri']}")
+    if result.run_dir is not None:
+        console.print(f"artifacts: {result.run_dir}")

@@ -1,0 +1,263 @@
+"""train: fit the CNN on the train split, early-stopping on the validation split.
+
+On CUDA the whole split lives on the GPU and steps run under bf16 autocast in channels_last layout; on CPU the step
+uses one thread per CPU the process may run on. Batches are slices of one shuffled index per epoch, so the loop has
+no DataLoader workers to feed. Weights go out as safetensors with a JSON model card, never as a pickle.
+"""
+import copy
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from torch import nn
+
+from aimass.architecture import build_classifier, images_to_tensor
+from aimass.components.base import project_component
+from aimass.config import AimassConfig, TrainConfig
+from aimass.dataset import ImageSet, load_image_sets
+from aimass.lineage import Lineage
+from aimass.model_artifact import save_model
+from aimass.reports import html_page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float
+    validation_accuracy: float
+    learning_rate: float  # at the end of the epoch
+    train_seconds: float  # optimisation steps only, validation excluded
+    images_per_second: float
+
+
+@dataclass
+class TrainResult:
+    device: str
+    cpu_threads: int
+    best_epoch: int
+    best_validation_accuracy: float
+    stopped_early: bool
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def images_per_second(self) -> float:
+        seen = sum(record.images_per_second * record.train_seconds for record in self.history)
+        return seen / max(sum(record.train_seconds for record in self.history), 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "epochs_run": self.epochs_run, "images_per_second": self.images_per_second}
+
+
+def select_device(preference: str) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def configure_cpu_threads(requested: int) -> int:
+    """Use `requested` intra-op threads, or one per CPU in this process's affinity mask (containers often have
+    fewer CPUs than `os.cpu_count()` reports, and oversubscribed threads slow convolutions down)."""
+    threads = requested or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+class _StepRunner:
+    """One optimisation step, set up once for the device: autocast, memory layout, optional torch.compile."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int):
+        self.on_cuda = device.type == "cuda"
+        self.model = model.to(memory_format=torch.channels_last) if self.on_cuda else model
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
+                                         nesterov=config.momentum > 0, weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=config.learning_rate, total_steps=total_steps,
+            pct_start=config.warmup_fraction, cycle_momentum=False)
+        self.label_smoothing = config.label_smoothing
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.contiguous(memory_format=torch.channels_last) if self.on_cuda else inputs
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (summed loss, correct predictions) as tensors, so the hot loop never waits on the device."""
+        with self.autocast():
+            logits = self.forward(self.layout(inputs))
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.detach() * len(labels), (logits.argmax(1) == labels).sum()
+
+    @torch.inference_mode()
+    def evaluate(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
+        """(mean loss, accuracy) on a held-out set."""
+        self.model.eval()
+        loss_sum, correct = torch.zeros((), device=inputs.device), torch.zeros((), device=inputs.device)
+        for start in range(0, len(labels), batch_size):
+            batch, batch_labels = inputs[start:start + batch_size], labels[start:start + batch_size]
+            with self.autocast():
+                logits = self.forward(self.layout(batch)).float()
+            loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
+            correct += (logits.argmax(1) == batch_labels).sum()
+        self.model.train()
+        return loss_sum.item() / len(labels), correct.item() / len(labels)
+
+
+def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
+                     progress: bool = False) -> tuple[nn.Module, TrainResult]:
+    """Train a fresh classifier and return it with the weights of its best validation epoch."""
+    settings = config.train
+    torch.manual_seed(settings.seed)
+    device = select_device(settings.device)
+    threads = configure_cpu_threads(settings.cpu_threads)
+    train_x, train_y = images_to_tensor(train_set.images, device), torch.from_numpy(train_set.labels).long().to(device)
+    val_x, val_y = images_to_tensor(validation_set.images, device), torch.from_numpy(validation_set.labels).long().to(device)
+    batch_size = min(settings.batch_size, len(train_y))
+    steps_per_epoch = len(train_y) // batch_size  # drop the ragged tail: a batch of one breaks BatchNorm
+    model = build_classifier(config.model).to(device)
+    runner = _StepRunner(model, settings, device, total_steps=settings.epochs * steps_per_epoch)
+    shuffle = torch.Generator(device=device).manual_seed(settings.seed)
+    result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
+                         best_validation_accuracy=-1.0, stopped_early=False)
+    best_state = copy.deepcopy(model.state_dict())
+    with _progress_bar(progress, settings.epochs * steps_per_epoch) as advance:
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train_y), device=device, generator=shuffle)
+            loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+            started = time.perf_counter()
+            for step in range(steps_per_epoch):
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                step_loss, step_correct = runner.step(train_x[batch], train_y[batch])
+                loss_sum += step_loss
+                correct += step_correct
+                advance()
+            seen = steps_per_epoch * batch_size
+            train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen  # .item() syncs the device
+            seconds = time.perf_counter() - started
+            val_loss, val_accuracy = runner.evaluate(val_x, val_y)
+            record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy,
+                                 runner.schedule.get_last_lr()[0], seconds, seen / seconds)
+            result.history.append(record)
+            log.info("epoch %d/%d: train loss %.4f acc %.4f | validation loss %.4f acc %.4f | %.0f images/s",
+                     epoch, settings.epochs, train_loss, train_accuracy, val_loss, val_accuracy, record.images_per_second)
+            if val_accuracy > result.best_validation_accuracy:
+                result.best_epoch, result.best_validation_accuracy = epoch, val_accuracy
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch - result.best_epoch >= settings.early_stopping_patience:
+                result.stopped_early = epoch < settings.epochs
+                log.info("early stop: no validation gain for %d epochs", epoch - result.best_epoch)
+                break
+    model.load_state_dict(best_state)
+    return model.to(memory_format=torch.contiguous_format).cpu().eval(), result
+
+
+class _progress_bar:
+    """A rich progress bar over optimisation steps when asked for (interactive runs), otherwise nothing."""
+
+    def __init__(self, enabled: bool, total_steps: int):
+        self.enabled, self.total_steps = enabled, total_steps
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task("training", total=self.total_steps)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def training_curves_html(history: list[EpochRecord]) -> str:
+    from matplotlib.figure import Figure
+
+    epochs = [record.epoch for record in history]
+    figure = Figure(figsize=(10, 3.6))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [r.train_loss for r in history], "o-", label="train")
+    loss_axes.plot(epochs, [r.validation_loss for r in history], "o-", label="validation")
+    loss_axes.set(title="loss", xlabel="epoch")
+    accuracy_axes.plot(epochs, [r.train_accuracy for r in history], "o-", label="train")
+    accuracy_axes.plot(epochs, [r.validation_accuracy for r in history], "o-", label="validation")
+    accuracy_axes.set(title="accuracy", xlabel="epoch")
+    for axes in (loss_axes, accuracy_axes):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    return html_page("Training curves", figure, "Train loss includes label smoothing; validation loss does not.")
+
+
+def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Lineage,
+          progress: bool = False) -> TrainResult:
+    """Train on the splits in `splits_dir` and write the model artifact (weights, card, manifest) to `model_dir`."""
+    splits, _ = load_image_sets(splits_dir)
+    model, result = train_classifier(config, splits["train"], splits["validation"], progress=progress)
+    save_model(model_dir, model, config.model, card={
+        "lineage": lineage.to_dict(),
+        "training": result.to_dict(),
+        "config": config.model_dump(mode="json"),
+    })
+    return result
+
+
+@project_component
+def train_component(config_json: str, splits: Input[Dataset], git_commit: str, run_id: str, run_name: str,
+                    model: Output[Model], metrics: Output[Metrics], curves: Output[HTML]):
+    """Train the classifier; early stopping on validation accuracy restores the best epoch's weights.
+
+    Args:
+        config_json: the resolved AimassConfig as JSON.
+        splits: the ingest output (already validated).
+        git_commit: commit of the pipeline code, recorded in the model's lineage.
+        run_id: KFP pipeline job id, recorded in the lineage.
+        run_name: KFP pipeline job name, recorded in the lineage.
+        model: safetensors weights + model.json card + sha256 manifest.
+        metrics: losses, accuracies, epochs and training images/s.
+        curves: loss and accuracy per epoch as an HTML page.
+    """
+    import logging
+    import sys
+    from pathlib import Path
+
+    from aimass.components.train import train, training_curves_html
+    from aimass.config import AimassConfig
+    from aimass.lineage import Lineage
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lineage = Lineage(data_md5=splits.metadata["data_md5"], git_commit=git_commit, run_id=run_id, run_name=run_name)
+    result = train(AimassConfig.from_json(config_json), Path(splits.path), Path(model.path), lineage,
+                   progress=sys.stdout.isatty())
+    final = result.history[result.best_epoch - 1]
+    model.metadata.update({**lineage.to_dict(), "framework": "pytorch", "format": "safetensors",
+                           "validation_accuracy": final.validation_accuracy})
+    for name, value in [("train_loss", final.train_loss), ("train_accuracy", final.train_accuracy),
+                        ("validation_loss", final.validation_loss),
+                        ("validation_accuracy", final.validation_accuracy), ("best_epoch", result.best_epoch),
+                        ("epochs_run", result.epochs_run), ("images_per_second", result.images_per_second)]:
+        metrics.log_metric(name, value)
+    Path(curves.path).write_text(training_curves_html(result.history))

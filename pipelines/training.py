@@ -1,0 +1,67 @@
+"""The aimass training DAG: ingest -> validate_data -> train -> evaluate -> (gate) bless | reject.
+
+This file only wires stages. Each stage's work lives in `components/<stage>.py`; later stages (augment, compress,
+deploy) slot in between the banners below without touching the others.
+
+Parameters of the compiled pipeline:
+    config_json: the resolved AimassConfig as JSON; the compiled default is the `full` profile.
+    git_commit: the commit the run's code came from, recorded in every model's lineage.
+"""
+from kfp import dsl, kubernetes
+
+from aimass.components.evaluate import evaluate_component
+from aimass.components.ingest import ingest_component
+from aimass.components.promote import bless_model_component, reject_model_component
+from aimass.components.train import train_component
+from aimass.components.validate_data import validate_data_component
+from aimass.config import AimassConfig, KubernetesConfig
+
+PIPELINE_NAME = "aimass-training"
+
+
+def _request_resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+    return task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(True)
+
+
+def _schedule_on_gpu(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None:
+    """One GPU, a GPU node, and the toleration GPU nodes' taint asks for."""
+    task.set_accelerator_type(cluster.gpu_accelerator).set_accelerator_limit(1)
+    label_key, label_value = cluster.gpu_node_selector.split("=", 1)
+    kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
+    kubernetes.add_toleration(task, key=cluster.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+
+
+def build_training_pipeline(default_config: AimassConfig):
+    """The pipeline with `default_config` as its default parameters and its Kubernetes settings compiled in."""
+    cluster = default_config.kubernetes
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned Fashion-MNIST version, train a CNN, gate it.")
+    def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown"):
+        # ---- Data stage ----
+        ingest = ingest_component(config_json=config_json).set_display_name("ingest")
+        validate = validate_data_component(config_json=config_json, splits=ingest.outputs["splits"])
+        validate.set_display_name("validate data")
+
+        # ---- Training stage ----
+        train = train_component(
+            config_json=config_json, splits=ingest.outputs["splits"], git_commit=git_commit,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        ).after(validate).set_display_name("train")
+        _schedule_on_gpu(train, cluster)
+
+        # ---- Evaluation stage ----
+        evaluate = evaluate_component(config_json=config_json, model=train.outputs["model"],
+                                      splits=ingest.outputs["splits"]).set_display_name("evaluate")
+
+        # ---- Promotion stage ----
+        with dsl.If(evaluate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+            bless = bless_model_component(candidate=train.outputs["model"], reasons=evaluate.outputs["reasons"])
+            bless.set_display_name("bless model")
+        with dsl.Else(name="gate-rejected"):
+            reject = reject_model_component(reasons=evaluate.outputs["reasons"]).set_display_name("reject model")
+
+        for task in (ingest, validate, evaluate, bless, reject):
+            _request_resources(task, cluster.cpu_request, cluster.memory_request)
+        _request_resources(train, cluster.train_cpu_request, cluster.train_memory_request)
+
+    return training_pipeline
