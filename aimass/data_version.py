@@ -29,9 +29,9 @@ def pinned_data_md5(repo_dir: Path, dvc_file: str = "data.dvc") -> str:
 
 def track_data(repo_dir: Path, data_path: str = "data") -> str:
     """`dvc add` the data directory and return the md5 now pinned in its .dvc file."""
-    repo = _open_repo(repo_dir)
-    with repo:
-        repo.add(data_path)
+    with _open_repo(repo_dir) as repo:
+        repo.scm_context.quiet = True  # DVC's "git add data.dvc" hint would read as aimass's own instruction
+        repo.add(str(repo_dir / data_path))  # DVC resolves relative paths against the cwd, not the repo
     return pinned_data_md5(repo_dir, f"{data_path}.dvc")
 
 
@@ -45,18 +45,18 @@ def ensure_pinned_data(repo_dir: Path, dvc_file: str = "data.dvc") -> str:
         DataVersionError: the pinned version is neither in the workspace nor in the cache.
     """
     md5 = pinned_data_md5(repo_dir, dvc_file)
-    repo = _open_repo(repo_dir)
-    with repo:
-        if not repo.status(targets=[dvc_file]):
+    target = str(repo_dir / dvc_file)
+    with _open_repo(repo_dir) as repo:
+        if not repo.status(targets=[target]):
             return md5
         try:
-            repo.checkout(targets=[dvc_file], force=True)
+            repo.checkout(targets=[target], force=True)
         except Exception as error:  # DVC raises many types here (missing cache, partial checkout)
             raise DataVersionError(
                 f"the data version {md5} pinned by {repo_dir / dvc_file} is not in the workspace nor in the DVC cache "
                 f"({error}); run `aimass data import` to recreate it, or `dvc pull` from the remote"
             ) from error
-        if repo.status(targets=[dvc_file]):
+        if repo.status(targets=[target]):
             raise DataVersionError(f"could not restore the data version {md5} pinned by {repo_dir / dvc_file}")
     return md5
 

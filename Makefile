@@ -1,0 +1,36 @@
+# The two entry points of aimass (see README.md): `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test setup dataset compile bench clean
+
+run: setup dataset  ## the whole DAG end to end on the quick profile, locally
+	$(BIN)/aimass data import
+	$(BIN)/aimass run --profile quick
+
+test: setup dataset  ## the test suite
+	$(BIN)/python -m pytest
+
+setup: $(INSTALLED)
+
+# Reinstall only when the dependencies change; the project itself is installed editable.
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "aimass needs Python 3.11, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+dataset:
+	@scripts/ensure-dataset.sh
+
+compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or its defaults
+	$(BIN)/aimass compile
+
+bench: setup dataset  ## training throughput of the train component vs a bare PyTorch loop
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf runs build

@@ -1,0 +1,87 @@
+"""The compiled pipeline YAML: committed copy up to date, GPU scheduling on train, resources and caching everywhere."""
+import yaml
+import pytest
+
+from aimass.config import load_config
+from aimass.pipelines.compile import COMPILED_PIPELINE, compile_pipeline
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(load_config("full"), tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    return path.read_text()
+
+
+def documents(text):
+    pipeline_spec, platform_spec = yaml.safe_load_all(text)
+    return pipeline_spec, platform_spec
+
+
+def executor(pipeline_spec, component):
+    return pipeline_spec["deploymentSpec"]["executors"][f"exec-{component}"]["container"]
+
+
+def test_committed_pipeline_yaml_is_up_to_date(compiled):
+    assert COMPILED_PIPELINE.read_text() == compiled, "run `make compile` and commit pipelines/compiled/"
+
+
+def test_train_requests_one_gpu(compiled):
+    accelerator = executor(documents(compiled)[0], "train-component")["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+
+
+def test_train_is_scheduled_on_gpu_nodes_with_the_gpu_toleration(compiled):
+    train = documents(compiled)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-component"]
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert train["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+
+
+def test_only_train_asks_for_a_gpu(compiled):
+    executors = documents(compiled)[0]["deploymentSpec"]["executors"]
+    with_gpu = [name for name, spec in executors.items() if "accelerator" in spec["container"].get("resources", {})]
+    assert with_gpu == ["exec-train-component"]
+
+
+def test_every_task_requests_cpu_and_memory(compiled):
+    for name, spec in documents(compiled)[0]["deploymentSpec"]["executors"].items():
+        resources = spec["container"]["resources"]
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], name
+
+
+def test_every_task_has_caching_enabled(compiled):
+    def tasks(dag):
+        for task in dag["tasks"].values():
+            yield task
+
+    spec = documents(compiled)[0]
+    all_tasks = list(tasks(spec["root"]["dag"])) + [
+        task for component in spec["components"].values() if "dag" in component
+        for task in tasks(component["dag"])]
+    executed = [task for task in all_tasks if task["componentRef"]["name"].endswith("-component")]
+    assert len(executed) == 6 and all(task["cachingOptions"]["enableCache"] for task in executed)
+
+
+def test_components_run_in_the_project_image_without_pip_installs(compiled):
+    from aimass.config import PROJECT_IMAGE
+
+    for name, spec in documents(compiled)[0]["deploymentSpec"]["executors"].items():
+        assert spec["container"]["image"] == PROJECT_IMAGE, name
+        assert "pip install" not in " ".join(spec["container"]["command"]), name
+
+
+def test_the_gpu_node_selector_can_be_changed_at_compile_time(tmp_path):
+    config = load_config("full", ["kubernetes.gpu_node_selector=cloud.example.com/accelerator=h100"])
+    _, platform = documents(compile_pipeline(config, tmp_path / "p.yaml").read_text())
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-component"]
+    assert train["nodeSelector"]["labels"] == {"cloud.example.com/accelerator": "h100"}
+
+
+def test_blessing_runs_only_when_the_gate_passed(compiled):
+    spec = documents(compiled)[0]
+    assert "evaluate-component" in spec["root"]["dag"]["tasks"]["condition-branches-1"]["dependentTasks"]
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    gate_passed = next(task for task in branches.values() if task["taskInfo"]["name"] == "gate-passed")
+    condition = gate_passed["triggerPolicy"]["condition"]
+    assert condition == "inputs.parameter_values['pipelinechannel--evaluate-component-passed'] == true"
+    blessed_branch = spec["components"][gate_passed["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(blessed_branch) == ["bless-model-component"]

@@ -1,0 +1,75 @@
+"""The whole DAG through kfp.local (SubprocessRunner, this environment) on the tiny profile."""
+import json
+from pathlib import Path
+
+import pytest
+
+from aimass.config import load_config
+from aimass.data_version import pinned_data_md5
+from aimass.model_artifact import load_model
+from aimass.pipelines.local_run import run_pipeline_locally
+
+pytestmark = pytest.mark.slow
+
+
+def statuses(result):
+    return {step.name: step.status for step in result.steps}
+
+
+@pytest.fixture(scope="module")
+def successful_run(tiny_config, tmp_path_factory):
+    return run_pipeline_locally(tiny_config, tmp_path_factory.mktemp("runs"), git_commit="abc123")
+
+
+def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
+    assert statuses(successful_run) == {"ingest": "SUCCESS", "validate-data": "SUCCESS", "train": "SUCCESS",
+                                        "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
+    assert successful_run.succeeded
+
+
+def test_every_executed_step_is_timed(successful_run):
+    assert all(step.seconds > 0 for step in successful_run.steps if step.status == "SUCCESS")
+
+
+def test_blessed_model_loads_and_records_data_code_and_run(successful_run, data_repo):
+    blessed = successful_run.artifact("bless-model", "blessed")
+    card = load_model(Path(blessed["uri"])).card
+    assert card["lineage"]["data_md5"] == pinned_data_md5(data_repo)
+    assert card["lineage"]["git_commit"] == "abc123"
+    assert card["lineage"]["run_name"].startswith("aimass-training-")
+
+
+def test_evaluation_metrics_and_confusion_matrix_are_logged(successful_run):
+    metrics = successful_run.artifact("evaluate", "metrics")["metadata"]
+    assert 0.5 < metrics["accuracy"] <= 1 and 0 < metrics["macro_f1"] <= 1
+    matrix = successful_run.artifact("evaluate", "classification")["metadata"]["confusionMatrix"]
+    assert len(matrix["annotationSpecs"]) == 10
+
+
+def test_ui_artifacts_are_written(successful_run):
+    docs = Path(successful_run.artifact("validate-data", "data_docs")["uri"]).read_text()
+    curves = Path(successful_run.artifact("train", "curves")["uri"]).read_text()
+    report = Path(successful_run.artifact("evaluate", "report")["uri"]).read_text()
+    assert "fashion_mnist_images" in docs and "data:image/png;base64" in curves
+    assert report.startswith("# Evaluation gate PASSED")
+
+
+def test_bad_data_stops_the_dag_before_training(make_data_repo, tmp_path):
+    def shift_labels(image_sets):
+        labels = image_sets["train"].labels
+        labels[labels == 3] = 4
+
+    repo = make_data_repo(shift_labels)
+    config = load_config("tiny", [f"data.repo_dir={repo}"])
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert statuses(result)["validate-data"] == "FAILURE"
+    assert statuses(result)["train"] == "not run" and not result.succeeded
+    assert result.failed_step == "validate-data"
+
+
+def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_path):
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "gate.min_accuracy=0.999"])
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert statuses(result)["reject-model"] == "FAILURE"
+    assert statuses(result)["bless-model"] == "not run"
+    assert json.loads(result.parameter("evaluate", "reasons"))[0].startswith("accuracy")

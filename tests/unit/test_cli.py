@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import yaml
+
+from aimass.cli import main
+from conftest import init_dvc_repo
+
+COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "aimass")
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0 and "usage: aimass" in capsys.readouterr().out
+
+
+def test_unknown_override_key_exits_non_zero_with_one_line_listing_valid_keys(capsys):
+    assert main(["run", "--set", "train.epoch=1"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("aimass: error: unknown configuration key 'train.epoch'") and error.count("\n") == 1
+    assert "train.epochs" in error
+
+
+def test_data_import_pins_the_data_in_data_dvc(tmp_path, fashion_mnist_source, capsys):
+    repo = init_dvc_repo(tmp_path / "repo")
+    assert main(["data", "import", "--source", str(fashion_mnist_source), "--repo", str(repo)]) == 0
+    md5 = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+    assert f"data.dvc pins {md5}" in capsys.readouterr().out
+
+
+def test_data_import_from_a_missing_folder_names_the_file_and_writes_nothing(tmp_path, capsys):
+    repo = init_dvc_repo(tmp_path / "repo")
+    assert main(["data", "import", "--source", str(tmp_path / "nowhere"), "--repo", str(repo)]) == 1
+    assert "train-images-idx3-ubyte.gz: file not found" in capsys.readouterr().err
+    assert not (repo / "data").exists() and not (repo / "data.dvc").exists()
+
+
+def test_data_import_takes_the_source_from_the_environment(tmp_path, fashion_mnist_source, monkeypatch, capsys):
+    monkeypatch.setenv("AIMASS_FASHION_MNIST_DIR", str(tmp_path / "elsewhere"))
+    repo = init_dvc_repo(tmp_path / "repo")
+    assert main(["data", "import", "--repo", str(repo)]) == 1
+    assert str(tmp_path / "elsewhere") in capsys.readouterr().err
+
+
+def test_config_show_prints_the_resolved_profile(capsys):
+    assert main(["config", "show", "--profile", "tiny", "--set", "train.epochs=2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["profile"] == "tiny" and shown["train"]["epochs"] == 2
+
+
+def test_compile_writes_the_pipeline_to_the_given_path(tmp_path, capsys):
+    assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 0
+    assert yaml.safe_load_all((tmp_path / "p.yaml").read_text())

@@ -1,0 +1,58 @@
+import pytest
+
+from aimass.config import PROFILES, AimassConfig, load_config, valid_keys
+from aimass.errors import ConfigError
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_profile_loads_and_names_itself(profile):
+    assert load_config(profile).profile == profile
+
+
+def test_tiny_profile_limits_the_data_and_trains_one_epoch():
+    config = load_config("tiny")
+    assert config.split.train_limit <= 5_000 and config.train.epochs == 1
+
+
+def test_override_values_are_parsed_to_the_field_type():
+    config = load_config("quick", ["train.epochs=7", "train.compile=true", "model.channels=[8,16,32]"])
+    assert (config.train.epochs, config.train.compile, config.model.channels) == (7, True, (8, 16, 32))
+
+
+def test_unknown_key_is_rejected_with_the_list_of_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown configuration key 'train.epoch'.*train\.epochs"):
+        load_config("quick", ["train.epoch=3"])
+
+
+def test_out_of_range_value_is_rejected_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train\.batch_size: .*greater than or equal to 1"):
+        load_config("quick", ["train.batch_size=0"])
+
+
+def test_override_without_equals_sign_is_rejected_with_an_example():
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        load_config("quick", ["train.epochs"])
+
+
+def test_unknown_profile_lists_the_profiles():
+    with pytest.raises(ConfigError, match="tiny, quick, full"):
+        load_config("huge")
+
+
+def test_profile_cannot_be_changed_through_an_override():
+    assert "profile" not in valid_keys()
+
+
+def test_gpu_node_selector_must_be_key_equals_value():
+    with pytest.raises(ConfigError, match="gpu_node_selector"):
+        load_config("full", ["kubernetes.gpu_node_selector=no-equals-sign"])
+
+
+def test_config_survives_the_json_round_trip_through_the_pipeline():
+    config = load_config("tiny", ["train.epochs=2"])
+    assert AimassConfig.from_json(config.to_json()) == config
+
+
+def test_config_json_with_an_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match="unknown key 'train.typo'"):
+        AimassConfig.from_json('{"train": {"typo": 1}}')

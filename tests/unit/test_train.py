@@ -1,0 +1,113 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from aimass.components.train import configure_cpu_threads, train, train_classifier, training_curves_html
+from aimass.config import load_config
+from aimass.dataset import load_image_sets
+from aimass.errors import ArtifactIntegrityError
+from aimass.lineage import Lineage
+from aimass.model_artifact import load_model
+
+LINEAGE = Lineage(data_md5="d" * 32 + ".dir", git_commit="c" * 40, run_id="run-1", run_name="test-run")
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(tiny_splits_dir):
+    splits, _ = load_image_sets(tiny_splits_dir)
+    return splits
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config, tiny_splits_dir, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    result = train(tiny_config, tiny_splits_dir, model_dir, LINEAGE)
+    return model_dir, result
+
+
+def test_one_tiny_epoch_learns_far_better_than_chance(trained):
+    _, result = trained
+    assert result.best_validation_accuracy > 0.5  # chance is 0.1
+
+
+def test_metrics_record_losses_and_throughput(trained):
+    _, result = trained
+    record = result.history[0]
+    assert record.train_loss > 0 and record.validation_loss > 0 and result.images_per_second > 0
+
+
+def test_model_artifact_is_safetensors_with_card_and_manifest(trained):
+    model_dir, _ = trained
+    assert {path.name for path in model_dir.iterdir()} == {"model.safetensors", "model.json", "manifest.json"}
+
+
+def test_model_card_records_lineage_and_resolved_config(trained, tiny_config):
+    card = load_model(trained[0]).card
+    assert card["lineage"] == LINEAGE.to_dict()
+    assert card["config"]["train"]["epochs"] == tiny_config.train.epochs
+
+
+def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
+    script = (
+        "import pickle, sys, numpy as np, torch\n"
+        "pickle.loads = pickle.load = None  # any pickle use would now fail\n"
+        "from aimass.model_artifact import load_model\n"
+        "from aimass.architecture import images_to_tensor, predict_logits\n"
+        "model = load_model(__import__('pathlib').Path(sys.argv[1])).module\n"
+        "images = np.load(sys.argv[2], allow_pickle=False)[:8]\n"
+        "print(' '.join(map(str, predict_logits(model, images_to_tensor(images)).argmax(1).tolist())))\n"
+    )
+    test_images = trained[0].parent / "probe-images.npy"
+    np.save(test_images, tiny_splits["test"].images[:8])
+    output = subprocess.run([sys.executable, "-c", script, str(trained[0]), str(test_images)],
+                            capture_output=True, text=True, check=True).stdout.split()
+    from aimass.architecture import images_to_tensor, predict_logits
+
+    expected = predict_logits(load_model(trained[0]).module, images_to_tensor(tiny_splits["test"].images[:8]))
+    assert list(map(int, output)) == expected.argmax(1).tolist()
+
+
+def test_a_corrupted_weights_file_is_refused(trained, tmp_path):
+    import shutil
+
+    model_dir = shutil.copytree(trained[0], tmp_path / "model")
+    weights = model_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="model.safetensors is corrupted"):
+        load_model(model_dir)
+
+
+def test_same_seed_gives_identical_weights(tiny_config, tiny_splits):
+    subset = tiny_splits["train"].take(np.arange(256))
+    config = load_config("tiny", ["train.batch_size=32"])
+    first, _ = train_classifier(config, subset, tiny_splits["validation"])
+    second, _ = train_classifier(config, subset, tiny_splits["validation"])
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits):
+    # A learning rate this large diverges after the first epochs, so validation accuracy stops improving.
+    config = load_config("tiny", ["train.epochs=6", "train.early_stopping_patience=1", "train.learning_rate=8",
+                                  "train.batch_size=128"])
+    subset = tiny_splits["train"].take(np.arange(512))
+    _, result = train_classifier(config, subset, tiny_splits["validation"])
+    assert result.stopped_early and result.epochs_run < 6
+    assert result.best_validation_accuracy == max(r.validation_accuracy for r in result.history)
+    assert result.epochs_run == result.best_epoch + 1
+
+
+def test_cpu_threads_default_to_the_cpus_this_process_may_use():
+    import os
+
+    assert configure_cpu_threads(0) == len(os.sched_getaffinity(0))
+
+
+def test_training_curves_embed_their_picture(trained):
+    html = training_curves_html(trained[1].history)
+    assert "data:image/png;base64," in html and "<script" not in html
