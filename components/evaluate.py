@@ -71,25 +71,37 @@ def decide_gate(evaluation: Evaluation, gate: GateConfig) -> GateDecision:
     return GateDecision(passed=not failed, reasons=failed + held)
 
 
-def evaluate(config: AimassConfig, model_dir: Path, splits_dir: Path) -> tuple[Evaluation, GateDecision]:
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    evaluation: Evaluation
+    decision: GateDecision
+    lineage: dict[str, str]  # of the evaluated model
+
+    def markdown(self) -> str:
+        return evaluation_markdown(self.evaluation, self.decision, self.lineage)
+
+
+def evaluate(config: AimassConfig, model_dir: Path, splits_dir: Path) -> EvaluationOutcome:
     """Score the model in `model_dir` on the test split and apply the gate from `config`."""
     import torch
 
     splits, _ = load_image_sets(splits_dir)
     test = splits["test"]
-    model = load_model(model_dir).module
-    probabilities = torch.softmax(predict_logits(model, images_to_tensor(test.images)), dim=1).numpy()
+    loaded = load_model(model_dir)
+    probabilities = torch.softmax(predict_logits(loaded.module, images_to_tensor(test.images)), dim=1).numpy()
     evaluation = score_predictions(test.labels.astype(np.int64), probabilities)
-    return evaluation, decide_gate(evaluation, config.gate)
+    return EvaluationOutcome(evaluation, decide_gate(evaluation, config.gate), loaded.card["lineage"])
 
 
-def evaluation_markdown(evaluation: Evaluation, decision: GateDecision) -> str:
+def evaluation_markdown(evaluation: Evaluation, decision: GateDecision, lineage: dict[str, str]) -> str:
     verdict = "PASSED" if decision.passed else "REJECTED"
+    provenance = ", ".join(f"{key} `{value}`" for key, value in sorted(lineage.items()))
     headline = markdown_table(["metric", "value"], list(evaluation.headline().items()))
     per_class = markdown_table(["class", "precision", "recall", "f1", "support"],
                                [tuple(row.values()) for row in evaluation.per_class])
     reasons = "\n".join(f"- {reason}" for reason in decision.reasons)
-    return f"# Evaluation gate {verdict}\n\n{reasons}\n\n## Test metrics\n\n{headline}\n## Per class\n\n{per_class}"
+    return (f"# Evaluation gate {verdict}\n\n{reasons}\n\nModel lineage: {provenance}\n\n"
+            f"## Test metrics\n\n{headline}\n## Per class\n\n{per_class}")
 
 
 @project_component
@@ -114,17 +126,18 @@ def evaluate_component(config_json: str, model: Input[Model], splits: Input[Data
     from collections import namedtuple
     from pathlib import Path
 
-    from aimass.components.evaluate import evaluate, evaluation_markdown
+    from aimass.components.evaluate import evaluate
     from aimass.config import AimassConfig
     from aimass.dataset import CLASS_NAMES
 
-    evaluation, decision = evaluate(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path))
+    outcome = evaluate(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path))
+    evaluation, decision = outcome.evaluation, outcome.decision
     for name, value in evaluation.headline().items():
         metrics.log_metric(name, value)
     for row in evaluation.per_class:
         metrics.log_metric(f"precision_{row['name']}", row["precision"])
         metrics.log_metric(f"recall_{row['name']}", row["recall"])
     classification.log_confusion_matrix(list(CLASS_NAMES), evaluation.confusion)
-    Path(report.path).write_text(evaluation_markdown(evaluation, decision))
-    metrics.metadata["gate_passed"] = decision.passed
+    Path(report.path).write_text(outcome.markdown())
+    report.metadata.update({**outcome.lineage, "gate_passed": decision.passed})
     return namedtuple("GateOutputs", ["passed", "reasons"])(decision.passed, json.dumps(decision.reasons))

@@ -174,20 +174,33 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
 
 
 class _progress_bar:
-    """A rich progress bar over optimisation steps when asked for (interactive runs), otherwise nothing."""
+    """Progress over optimisation steps: a rich bar on a terminal; elsewhere (KFP logs, kfp.local's piped output,
+    where a bar would arrive only at the end) a log line at every tenth of the run."""
 
     def __init__(self, enabled: bool, total_steps: int):
         self.enabled, self.total_steps = enabled, total_steps
 
     def __enter__(self):
         if not self.enabled:
-            return lambda: None
+            return self._log_every_tenth()
         from rich.progress import Progress
 
         self.bar = Progress(transient=True)
         self.bar.start()
         task = self.bar.add_task("training", total=self.total_steps)
         return lambda: self.bar.advance(task)
+
+    def _log_every_tenth(self):
+        interval, done, started = max(self.total_steps // 10, 1), 0, time.perf_counter()
+
+        def advance() -> None:
+            nonlocal done
+            done += 1
+            if done % interval == 0 or done == self.total_steps:
+                log.info("step %d/%d (%.0f%%), %.0f s", done, self.total_steps, 100 * done / self.total_steps,
+                         time.perf_counter() - started)
+
+        return advance
 
     def __exit__(self, *exc_info) -> None:
         if self.enabled:
@@ -261,3 +274,4 @@ def train_component(config_json: str, splits: Input[Dataset], git_commit: str, r
                         ("epochs_run", result.epochs_run), ("images_per_second", result.images_per_second)]:
         metrics.log_metric(name, value)
     Path(curves.path).write_text(training_curves_html(result.history))
+    curves.metadata.update(lineage.to_dict())

@@ -199,5 +199,6 @@ def validate_data_component(config_json: str, splits: Input[Dataset], data_docs:
         report = validate_data(AimassConfig.from_json(config_json), Path(splits.path), Path(work_dir))
         shutil.copyfile(report.data_docs_page, data_docs.path)
     Path(summary.path).write_text(summary_markdown(report))
-    data_docs.metadata["success"] = report.success
+    for artifact in (data_docs, summary):
+        artifact.metadata.update({"success": report.success, "data_md5": splits.metadata["data_md5"]})
     raise_for_failures(report)

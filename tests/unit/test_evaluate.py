@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aimass.components.evaluate import Evaluation, decide_gate, evaluate, evaluation_markdown, score_predictions
+from aimass.components.evaluate import Evaluation, decide_gate, evaluate, score_predictions
 from aimass.config import GateConfig
 
 
@@ -50,7 +50,8 @@ def test_evaluate_scores_a_trained_model_on_the_test_split(tiny_config, tiny_spl
     from aimass.components.train import train
     from aimass.lineage import Lineage
 
-    train(tiny_config, tiny_splits_dir, tmp_path / "model", Lineage("d", "c", "r", "n"))
-    result, decision = evaluate(tiny_config, tmp_path / "model", tiny_splits_dir)
-    assert 0.5 < result.accuracy <= 1 and sum(map(sum, result.confusion)) == 1_000
-    assert "Evaluation gate PASSED" in evaluation_markdown(result, decision)
+    train(tiny_config, tiny_splits_dir, tmp_path / "model", Lineage("d" * 8, "c", "r", "n"))
+    outcome = evaluate(tiny_config, tmp_path / "model", tiny_splits_dir)
+    assert 0.5 < outcome.evaluation.accuracy <= 1 and sum(map(sum, outcome.evaluation.confusion)) == 1_000
+    assert outcome.markdown().startswith("# Evaluation gate PASSED")
+    assert "data_md5 `dddddddd`" in outcome.markdown()

@@ -1,0 +1,102 @@
+"""Training throughput of the train component versus a bare PyTorch loop, side by side in one run.
+
+Both train the same model (aimass.architecture.build_classifier) on the same Fashion-MNIST images with the same
+batch size, optimiser and loss, on the same device. The bare loop is the "no pipeline at all" reference (after
+../shared/bench/bare_torch_loop.py); the component is `train_classifier`, the function the KFP train step runs.
+Runs alternate (bare, component, bare, component, ...) so drift in a shared machine's speed hits both alike, and the
+median of each is reported with their ratio.
+
+    python bench/train_throughput.py                    # CPU, 8192 images, batch 128, 3 rounds
+    python bench/train_throughput.py --device cuda --images 60000 --batch-size 1024
+"""
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aimass.architecture import build_classifier, images_to_tensor
+from aimass.components.train import configure_cpu_threads, train_classifier
+from aimass.config import load_config
+from aimass.dataset import ImageSet, load_image_sets
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, device: torch.device) -> float:
+    """One epoch of the plainest loop that trains the same model the same way."""
+    settings = config.train
+    torch.manual_seed(settings.seed)
+    x, y = images_to_tensor(images, device), torch.from_numpy(labels).long().to(device)
+    model = build_classifier(config.model).to(device)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+                                nesterov=True, weight_decay=settings.weight_decay)
+    steps = len(y) // settings.batch_size
+    order = torch.randperm(len(y), device=device)
+    if on_cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+        inputs = x[batch].contiguous(memory_format=torch.channels_last) if on_cuda else x[batch]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            loss = F.cross_entropy(model(inputs), y[batch], label_smoothing=settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if on_cuda:
+        torch.cuda.synchronize()
+    return steps * settings.batch_size / (time.perf_counter() - started)
+
+
+def component_images_per_second(config, train_set: ImageSet, validation_set: ImageSet) -> float:
+    _, result = train_classifier(config, train_set, validation_set)
+    return result.images_per_second  # optimisation steps only, like the bare loop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "fashion-mnist",
+                        help="imported data set (run `aimass data import` first)")
+    args = parser.parse_args()
+
+    config = load_config("quick", [f"train.batch_size={args.batch_size}", "train.epochs=1",
+                                   f"train.device={args.device}"])
+    threads = configure_cpu_threads(config.train.cpu_threads)
+    splits, _ = load_image_sets(args.data)
+    train_set = splits["train"].take(np.arange(args.images))
+    validation_set = splits["test"].take(np.arange(1024))
+    device = torch.device(args.device)
+
+    bare_loop_images_per_second(config, train_set.images[:1024], train_set.labels[:1024], device)  # warm-up
+    bare, component = [], []
+    for _ in range(args.rounds):
+        bare.append(bare_loop_images_per_second(config, train_set.images, train_set.labels, device))
+        component.append(component_images_per_second(config, train_set, validation_set))
+    figures = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({threads} threads)",
+        "torch": torch.__version__, "images": args.images, "batch_size": args.batch_size, "rounds": args.rounds,
+        "bare_loop_images_per_s": [round(v) for v in bare],
+        "component_images_per_s": [round(v) for v in component],
+        "bare_median": round(statistics.median(bare)),
+        "component_median": round(statistics.median(component)),
+    }
+    figures["component_over_bare"] = round(figures["component_median"] / figures["bare_median"], 3)
+    for key, value in figures.items():
+        print(f"{key:>24}: {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
