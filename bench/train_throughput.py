@@ -3,10 +3,10 @@
 Both train the same model (aimass.architecture.build_classifier) on the same Fashion-MNIST images with the same
 batch size, optimiser and loss, on the same device. The bare loop is the "no pipeline at all" reference (after
 ../shared/bench/bare_torch_loop.py); the component is `train_classifier`, the function the KFP train step runs.
-Runs alternate (bare, component, bare, component, ...) so drift in a shared machine's speed hits both alike, and the
+Runs alternate in ABBA order (bare, component, component, bare, ...) so drift in a shared machine's speed hits both alike, and the
 median of each is reported with their ratio.
 
-    python bench/train_throughput.py                    # CPU, 8192 images, batch 128, 3 rounds
+    python bench/train_throughput.py                    # CPU, 8192 images, batch 128, 4 rounds
     python bench/train_throughput.py --device cuda --images 60000 --batch-size 1024
 """
 import argparse
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "fashion-mnist",
                         help="imported data set (run `aimass data import` first)")
@@ -81,9 +81,14 @@ def main() -> None:
 
     bare_loop_images_per_second(config, train_set.images[:1024], train_set.labels[:1024], device)  # warm-up
     bare, component = [], []
-    for _ in range(args.rounds):
-        bare.append(bare_loop_images_per_second(config, train_set.images, train_set.labels, device))
-        component.append(component_images_per_second(config, train_set, validation_set))
+    for round_index in range(args.rounds):
+        # Alternate which goes first (ABBA) so a warming or throttling machine favours neither.
+        measurements = [
+            lambda: bare.append(bare_loop_images_per_second(config, train_set.images, train_set.labels, device)),
+            lambda: component.append(component_images_per_second(config, train_set, validation_set)),
+        ]
+        for measure in measurements if round_index % 2 == 0 else reversed(measurements):
+            measure()
     figures = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({threads} threads)",
         "torch": torch.__version__, "images": args.images, "batch_size": args.batch_size, "rounds": args.rounds,
