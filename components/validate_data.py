@@ -71,6 +71,7 @@ def build_suite(config: ValidationConfig):
     """The expectation suite for Fashion-MNIST-like data under `config`'s thresholds."""
     import great_expectations as gx
     from great_expectations import expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     suite = gx.ExpectationSuite(name="fashion_mnist_images")
     add = suite.add_expectation
@@ -93,18 +94,18 @@ def build_suite(config: ValidationConfig):
     low = config.reference_class_share - config.class_share_tolerance
     high = config.reference_class_share + config.class_share_tolerance
     for split in SPLITS:
-        in_split = f'split=="{split}"'
+        in_split = Column("split") == split
         add(gxe.ExpectTableRowCountToBeBetween(
-            min_value=minimum_rows[split], row_condition=in_split, condition_parser="pandas",
+            min_value=minimum_rows[split], row_condition=in_split,
             description=f"{split} has at least {minimum_rows[split]} images"))
         for label in range(NUM_CLASSES):
             add(gxe.ExpectColumnMeanToBeBetween(
                 column=f"label_is_{label}", min_value=low, max_value=high,
-                row_condition=in_split, condition_parser="pandas",
+                row_condition=in_split,
                 description=f"class {label} is {low:.0%}..{high:.0%} of {split}"))
     add(gxe.ExpectColumnSumToBeBetween(
         column="in_train", max_value=config.max_test_images_in_train,
-        row_condition='split!="train"', condition_parser="pandas",
+        row_condition=Column("split") != "train",
         description=f"at most {config.max_test_images_in_train} validation/test images also appear in train"))
     return suite
 
