@@ -27,10 +27,20 @@ def build_classifier(config: ModelConfig) -> nn.Sequential:
     )
 
 
+def images_to_unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float32 tensor (N, 1, 28, 28) on the 0..1 scale, on `device`."""
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return (pixels.float() / 255.0).unsqueeze(1)
+
+
+def normalize(unit_images: torch.Tensor) -> torch.Tensor:
+    """0..1 images -> the zero-centred inputs the classifier expects."""
+    return (unit_images - PIXEL_MEAN) / PIXEL_STD
+
+
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 images (N, 28, 28) -> normalised float32 tensor (N, 1, 28, 28) on `device`."""
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return ((pixels.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD).unsqueeze(1)
+    return normalize(images_to_unit_tensor(images, device))
 
 
 @torch.inference_mode()

@@ -60,6 +60,63 @@ class ValidationConfig(_Section):
         return self
 
 
+class FlipSpec(_Section):
+    p: float = Field(0.5, ge=0, le=1, description="probability per image; 0 disables the transform")
+
+
+class RotationSpec(_Section):
+    p: float = Field(0.3, ge=0, le=1)
+    degrees: float = Field(10.0, gt=0, le=45, description="rotate by up to +/- this angle")
+
+
+class ScaleSpec(_Section):
+    p: float = Field(0.3, ge=0, le=1)
+    min_factor: float = Field(0.9, ge=0.5, le=1)
+    max_factor: float = Field(1.1, ge=1, le=1.5)
+
+
+class TranslateSpec(_Section):
+    p: float = Field(0.3, ge=0, le=1)
+    max_fraction: float = Field(0.1, gt=0, le=0.3, description="shift by up to this share of the image size")
+
+
+class NoiseSpec(_Section):
+    p: float = Field(0.2, ge=0, le=1)
+    std: float = Field(0.03, gt=0, le=0.5, description="Gaussian noise std on the 0..1 pixel scale")
+
+
+class ErasingSpec(_Section):
+    p: float = Field(0.25, ge=0, le=1)
+    min_area: float = Field(0.02, gt=0, le=0.5, description="erased rectangle, as a share of the image area")
+    max_area: float = Field(0.12, gt=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _areas_are_ordered(self) -> ErasingSpec:
+        if self.min_area > self.max_area:
+            raise ValueError("min_area must not exceed max_area")
+        return self
+
+
+class AugmentPolicy(_Section):
+    """The transforms, applied in this order; unknown names are rejected, p=0 disables one."""
+
+    horizontal_flip: FlipSpec = FlipSpec()
+    rotation: RotationSpec = RotationSpec()
+    scale: ScaleSpec = ScaleSpec()
+    translate: TranslateSpec = TranslateSpec()
+    gaussian_noise: NoiseSpec = NoiseSpec()
+    random_erasing: ErasingSpec = ErasingSpec()
+
+
+class AugmentConfig(_Section):
+    policy: AugmentPolicy = AugmentPolicy()
+    expansion: int = Field(0, ge=0, le=10, description="augmented copies of the train split the augment stage "
+                                                       "adds to it; 0 = the policy only, no extra images")
+    on_the_fly: bool = Field(True, description="train applies the policy to every batch")
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(4096, ge=1, description="images per augmentation call in the augment stage")
+
+
 class ModelConfig(_Section):
     channels: tuple[int, int, int] = Field((32, 64, 128), description="output channels of the three conv blocks")
     hidden_units: int = Field(256, ge=8)
@@ -104,6 +161,7 @@ class AimassConfig(_Section):
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig = ValidationConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
@@ -136,13 +194,20 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def valid_keys() -> list[str]:
-    """Every dotted key that `--set` accepts, e.g. `train.epochs`."""
-    keys = []
-    for section_name, field in AimassConfig.model_fields.items():
-        section_type = field.annotation
-        if isinstance(section_type, type) and issubclass(section_type, BaseModel):
-            keys.extend(f"{section_name}.{name}" for name in section_type.model_fields)
-    return keys  # `profile` is chosen with --profile, never overridden
+    """Every dotted key that `--set` accepts, e.g. `train.epochs` or `augment.policy.rotation.degrees`.
+
+    `profile` is not one of them: it is chosen with --profile, never overridden.
+    """
+    def leaves(model_type: type[BaseModel], prefix: str) -> list[str]:
+        keys = []
+        for name, field in model_type.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                keys.extend(leaves(field.annotation, f"{prefix}{name}."))
+            elif prefix:
+                keys.append(f"{prefix}{name}")
+        return keys
+
+    return leaves(AimassConfig, "")
 
 
 def load_config(profile: str = "quick", overrides: list[str] | tuple[str, ...] = ()) -> AimassConfig:

@@ -71,7 +71,7 @@ def main() -> None:
                         help="imported data set (run `aimass data import` first)")
     args = parser.parse_args()
 
-    config = load_config("quick", [f"train.batch_size={args.batch_size}", "train.epochs=1",
+    config = load_config("quick", [f"train.batch_size={args.batch_size}", "train.epochs=1", "augment.on_the_fly=false",
                                    f"train.device={args.device}"])
     threads = configure_cpu_threads(config.train.cpu_threads)
     splits, _ = load_image_sets(args.data)

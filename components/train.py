@@ -1,7 +1,8 @@
 """train: fit the CNN on the train split, early-stopping on the validation split.
 
 On CUDA the whole split lives on the GPU and steps run under bf16 autocast in channels_last layout; on CPU the step
-uses one thread per CPU the process may run on. Batches are slices of one shuffled index per epoch, so the loop has
+uses one thread per CPU the process may run on. With `augment.on_the_fly` every batch goes through the augmentation
+policy on the device before normalisation. Batches are slices of one shuffled index per epoch, so the loop has
 no DataLoader workers to feed. Weights go out as safetensors with a JSON model card, never as a pickle.
 """
 import copy
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.architecture import build_classifier, images_to_tensor
+from aimass.architecture import build_classifier, images_to_tensor, images_to_unit_tensor, normalize
+from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
 from aimass.dataset import ImageSet, load_image_sets
@@ -124,6 +126,16 @@ class _StepRunner:
         return loss_sum.item() / len(labels), correct.item() / len(labels)
 
 
+def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.device):
+    """index tensor -> normalised input batch; applies the augmentation policy per batch when configured."""
+    if not config.augment.on_the_fly:
+        inputs = images_to_tensor(train_set.images, device)
+        return lambda batch: inputs[batch]
+    unit_images = images_to_unit_tensor(train_set.images, device)
+    augmenter = PolicyAugmenter(config.augment.policy).to(device)
+    return lambda batch: normalize(augmenter(unit_images[batch]))
+
+
 def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
                      progress: bool = False) -> tuple[nn.Module, TrainResult]:
     """Train a fresh classifier and return it with the weights of its best validation epoch."""
@@ -131,7 +143,8 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
     torch.manual_seed(settings.seed)
     device = select_device(settings.device)
     threads = configure_cpu_threads(settings.cpu_threads)
-    train_x, train_y = images_to_tensor(train_set.images, device), torch.from_numpy(train_set.labels).long().to(device)
+    train_inputs = _batch_source(config, train_set, device)
+    train_y = torch.from_numpy(train_set.labels).long().to(device)
     val_x, val_y = images_to_tensor(validation_set.images, device), torch.from_numpy(validation_set.labels).long().to(device)
     batch_size = min(settings.batch_size, len(train_y))
     steps_per_epoch = len(train_y) // batch_size  # drop the ragged tail: a batch of one breaks BatchNorm
@@ -149,7 +162,7 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
             started = time.perf_counter()
             for step in range(steps_per_epoch):
                 batch = order[step * batch_size:(step + 1) * batch_size]
-                step_loss, step_correct = runner.step(train_x[batch], train_y[batch])
+                step_loss, step_correct = runner.step(train_inputs(batch), train_y[batch])
                 loss_sum += step_loss
                 correct += step_correct
                 advance()
@@ -226,10 +239,15 @@ def training_curves_html(history: list[EpochRecord]) -> str:
 
 
 def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Lineage,
-          progress: bool = False) -> TrainResult:
-    """Train on the splits in `splits_dir` and write the model artifact (weights, card, manifest) to `model_dir`."""
+          training_set_dir: Path | None = None, progress: bool = False) -> TrainResult:
+    """Train and write the model artifact (weights, card, manifest) to `model_dir`.
+
+    Trains on `training_set_dir`'s train split (the augment stage's output) when given, else on `splits_dir`'s;
+    validates on `splits_dir`'s validation split.
+    """
     splits, _ = load_image_sets(splits_dir)
-    model, result = train_classifier(config, splits["train"], splits["validation"], progress=progress)
+    train_set = load_image_sets(training_set_dir)[0]["train"] if training_set_dir else splits["train"]
+    model, result = train_classifier(config, train_set, splits["validation"], progress=progress)
     save_model(model_dir, model, config.model, card={
         "lineage": lineage.to_dict(),
         "training": result.to_dict(),
@@ -239,13 +257,14 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
 
 
 @project_component
-def train_component(config_json: str, splits: Input[Dataset], git_commit: str, run_id: str, run_name: str,
-                    model: Output[Model], metrics: Output[Metrics], curves: Output[HTML]):
+def train_component(config_json: str, splits: Input[Dataset], training_set: Input[Dataset], git_commit: str,
+                    run_id: str, run_name: str, model: Output[Model], metrics: Output[Metrics], curves: Output[HTML]):
     """Train the classifier; early stopping on validation accuracy restores the best epoch's weights.
 
     Args:
         config_json: the resolved AimassConfig as JSON.
-        splits: the ingest output (already validated).
+        splits: the ingest output (already validated); its validation split drives early stopping.
+        training_set: the augment output, trained on.
         git_commit: commit of the pipeline code, recorded in the model's lineage.
         run_id: KFP pipeline job id, recorded in the lineage.
         run_name: KFP pipeline job name, recorded in the lineage.
@@ -264,7 +283,7 @@ def train_component(config_json: str, splits: Input[Dataset], git_commit: str, r
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lineage = Lineage(data_md5=splits.metadata["data_md5"], git_commit=git_commit, run_id=run_id, run_name=run_name)
     result = train(AimassConfig.from_json(config_json), Path(splits.path), Path(model.path), lineage,
-                   progress=sys.stdout.isatty())
+                   training_set_dir=Path(training_set.path), progress=sys.stdout.isatty())
     final = result.history[result.best_epoch - 1]
     model.metadata.update({**lineage.to_dict(), "framework": "pytorch", "format": "safetensors",
                            "validation_accuracy": final.validation_accuracy})

@@ -1,4 +1,4 @@
-"""The aimass training DAG: ingest -> validate_data -> train -> evaluate -> (gate) bless | reject.
+"""The aimass training DAG: ingest -> validate_data -> augment -> train -> evaluate -> (gate) bless | reject.
 
 This file only wires stages. Each stage's work lives in `components/<stage>.py`; later stages (augment, compress,
 deploy) slot in between the banners below without touching the others.
@@ -9,6 +9,7 @@ Parameters of the compiled pipeline:
 """
 from kfp import dsl, kubernetes
 
+from aimass.components.augment import augment_component
 from aimass.components.evaluate import evaluate_component
 from aimass.components.ingest import ingest_component
 from aimass.components.promote import bless_model_component, reject_model_component
@@ -42,11 +43,16 @@ def build_training_pipeline(default_config: AimassConfig):
         validate = validate_data_component(config_json=config_json, splits=ingest.outputs["splits"])
         validate.set_display_name("validate data")
 
+        # ---- Augmentation stage ----
+        augment = augment_component(config_json=config_json, splits=ingest.outputs["splits"]).after(validate)
+        augment.set_display_name("augment")
+
         # ---- Training stage ----
         train = train_component(
-            config_json=config_json, splits=ingest.outputs["splits"], git_commit=git_commit,
+            config_json=config_json, splits=ingest.outputs["splits"],
+            training_set=augment.outputs["training_set"], git_commit=git_commit,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        ).after(validate).set_display_name("train")
+        ).set_display_name("train")
         _schedule_on_gpu(train, cluster)
 
         # ---- Evaluation stage ----
@@ -60,7 +66,7 @@ def build_training_pipeline(default_config: AimassConfig):
         with dsl.Else(name="gate-rejected"):
             reject = reject_model_component(reasons=evaluate.outputs["reasons"]).set_display_name("reject model")
 
-        for task in (ingest, validate, evaluate, bless, reject):
+        for task in (ingest, validate, augment, evaluate, bless, reject):
             _request_resources(task, cluster.cpu_request, cluster.memory_request)
         _request_resources(train, cluster.train_cpu_request, cluster.train_memory_request)
 

@@ -58,7 +58,7 @@ def test_every_task_has_caching_enabled(compiled):
         task for component in spec["components"].values() if "dag" in component
         for task in tasks(component["dag"])]
     executed = [task for task in all_tasks if task["componentRef"]["name"].endswith("-component")]
-    assert len(executed) == 6 and all(task["cachingOptions"]["enableCache"] for task in executed)
+    assert len(executed) == 7 and all(task["cachingOptions"]["enableCache"] for task in executed)
 
 
 def test_components_run_in_the_project_image_without_pip_installs(compiled):

@@ -22,8 +22,9 @@ def successful_run(tiny_config, tmp_path_factory):
 
 
 def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
-    assert statuses(successful_run) == {"ingest": "SUCCESS", "validate-data": "SUCCESS", "train": "SUCCESS",
-                                        "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
+    assert statuses(successful_run) == {
+        "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "train": "SUCCESS",
+        "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
     assert successful_run.succeeded
 
 
@@ -50,7 +51,9 @@ def test_ui_artifacts_are_written(successful_run):
     docs = Path(successful_run.artifact("validate-data", "data_docs")["uri"]).read_text()
     curves = Path(successful_run.artifact("train", "curves")["uri"]).read_text()
     report = Path(successful_run.artifact("evaluate", "report")["uri"]).read_text()
+    preview = Path(successful_run.artifact("augment", "preview")["uri"]).read_text()
     assert "fashion_mnist_images" in docs and "data:image/png;base64" in curves
+    assert "Augmentation preview" in preview and "data:image/png;base64" in preview
     assert report.startswith("# Evaluation gate PASSED")
 
 

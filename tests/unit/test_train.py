@@ -102,6 +102,18 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits):
     assert result.epochs_run == result.best_epoch + 1
 
 
+def test_on_the_fly_augmentation_applies_the_policy_to_each_batch(tiny_splits):
+    from aimass.architecture import images_to_tensor
+    from aimass.components.train import _batch_source
+
+    flip_only = ["augment.on_the_fly=true", "augment.policy.horizontal_flip.p=1"] + [
+        f"augment.policy.{name}.p=0" for name in ("rotation", "scale", "translate", "gaussian_noise", "random_erasing")]
+    batches = _batch_source(load_config("tiny", flip_only), tiny_splits["train"], torch.device("cpu"))
+    index = torch.arange(4)
+    expected = images_to_tensor(tiny_splits["train"].images[:4]).flip(-1)
+    assert torch.allclose(batches(index), expected)
+
+
 def test_cpu_threads_default_to_the_cpus_this_process_may_use():
     import os
 

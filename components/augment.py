@@ -1,0 +1,95 @@
+"""augment: apply the augmentation policy to the train split, in whole batches (on the GPU when there is one).
+
+The output training set is the original train split followed by `augment.expansion` augmented copies of it
+(0 = no copies: the stage then only records the policy and its preview, and train can apply the policy on the fly).
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from kfp.dsl import HTML, Dataset, Input, Output
+
+from aimass.augmentation import augment_images
+from aimass.components.base import project_component
+from aimass.config import AimassConfig, AugmentPolicy
+from aimass.dataset import ImageSet, load_image_sets, save_image_sets
+from aimass.reports import html_page
+
+PREVIEW_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class AugmentResult:
+    original_images: int
+    added_images: int
+    images_per_second: float  # augmentation throughput, 0 when nothing was augmented
+    device: str
+
+
+def expand_training_set(train: ImageSet, policy: AugmentPolicy, expansion: int, seed: int,
+                        device: torch.device, batch_size: int) -> tuple[ImageSet, float]:
+    """The train split plus `expansion` augmented copies (copy k seeded with seed + k); returns it and images/s."""
+    copies, seconds = [], 0.0
+    for copy_index in range(expansion):
+        started = time.perf_counter()
+        copies.append(augment_images(train.images, policy, seed + copy_index, device, batch_size))
+        seconds += time.perf_counter() - started
+    expanded = ImageSet(np.concatenate([train.images, *copies]), np.concatenate([train.labels] * (expansion + 1)))
+    return expanded, (expansion * len(train) / seconds if seconds else 0.0)
+
+
+def preview_html(originals: np.ndarray, augmented: np.ndarray) -> str:
+    """Originals (top row) above an augmented version of each (bottom row), as an HTML page."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(len(originals) * 1.1, 2.6))
+    axes = figure.subplots(2, len(originals))
+    for column in range(len(originals)):
+        for row, image in enumerate((originals[column], augmented[column])):
+            axes[row][column].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[row][column].axis("off")
+    axes[0][0].set_title("original", fontsize=8, loc="left")
+    axes[1][0].set_title("augmented", fontsize=8, loc="left")
+    return html_page("Augmentation preview", figure, "Top: training images. Bottom: the same images after the policy.")
+
+
+def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[AugmentResult, str]:
+    """Write the (expanded) training set to `output_dir`; returns the result and the preview page."""
+    settings = config.augment
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    splits, manifest = load_image_sets(splits_dir)
+    train = splits["train"]
+    expanded, images_per_second = expand_training_set(
+        train, settings.policy, settings.expansion, settings.seed, device, settings.batch_size)
+    save_image_sets(output_dir, {"train": expanded}, {
+        "data_md5": manifest["data_md5"], "augment": settings.model_dump(mode="json"),
+    })
+    sample = train.images[:PREVIEW_IMAGES]
+    preview = preview_html(sample, augment_images(sample, settings.policy, settings.seed, device))
+    result = AugmentResult(len(train), len(expanded) - len(train), images_per_second, str(device))
+    return result, preview
+
+
+@project_component
+def augment_component(config_json: str, splits: Input[Dataset], training_set: Output[Dataset],
+                      preview: Output[HTML]):
+    """Augment the train split with the configured policy.
+
+    Args:
+        config_json: the resolved AimassConfig as JSON (policy and expansion under `augment`).
+        splits: the ingest output; only `train` is read.
+        training_set: the train split followed by its augmented copies, in the aimass data set format.
+        preview: originals beside their augmented versions, as an HTML page.
+    """
+    from pathlib import Path
+
+    from aimass.components.augment import augment
+    from aimass.config import AimassConfig
+
+    result, page = augment(AimassConfig.from_json(config_json), Path(splits.path), Path(training_set.path))
+    Path(preview.path).write_text(page)
+    training_set.metadata.update({"data_md5": splits.metadata["data_md5"], "original_images": result.original_images,
+                                  "added_images": result.added_images, "device": result.device,
+                                  "augment_images_per_second": result.images_per_second})
