@@ -138,9 +138,36 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model (pays off on GPUs, for long runs)")
 
 
+CompressionMethod = Literal["prune_unstructured", "prune_channels", "quantize_int8", "distill", "distill_int8"]
+
+
+class CompressConfig(_Section):
+    methods: tuple[CompressionMethod, ...] = Field(
+        ("prune_unstructured", "prune_channels", "quantize_int8", "distill", "distill_int8"),
+        description="candidates to build; each is measured beside the teacher")
+    unstructured_sparsity: float = Field(0.8, ge=0, lt=1, description="share of conv/linear weights set to zero")
+    channel_sparsity: float = Field(0.5, ge=0, lt=1, description="share of channels and hidden units removed")
+    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after pruning")
+    finetune_learning_rate: float = Field(0.01, gt=0, le=10)
+    calibration_images: int = Field(1024, ge=16, description="training images that calibrate int8 activations")
+    int8_runtime: Literal["inductor", "eager"] = Field(
+        "inductor", description="how int8 candidates are timed: torch.compile (real int8 kernels) or eager")
+    student_channels: tuple[int, int, int] = (16, 32, 64)
+    student_hidden_units: int = Field(128, ge=8)
+    distill_epochs: int = Field(3, ge=1)
+    distill_temperature: float = Field(4.0, gt=0, le=100)
+    distill_weight: float = Field(0.7, ge=0, le=1, description="share of the soft-target loss; the rest is CE")
+    latency_runs: int = Field(200, ge=10, description="batch-1 calls timed for p50/p99")
+    throughput_runs: int = Field(20, ge=3, description="batch-64 calls timed for throughput")
+
+
 class GateConfig(_Section):
     min_accuracy: float = Field(0.88, ge=0, le=1, description="test accuracy below this rejects the model")
     min_macro_f1: float = Field(0.87, ge=0, le=1)
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="a candidate may lose at most this much "
+                                                                     "accuracy against the teacher (0.005 = 0.5 pt)")
+    min_size_ratio: float = Field(4.0, ge=1, description="a candidate must be this many times smaller on disk")
+    max_latency_ratio: float = Field(1.0, gt=0, description="candidate batch-1 p50 latency / teacher's, at most")
 
 
 class KubernetesConfig(_Section):
@@ -164,8 +191,19 @@ class AimassConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
     gate: GateConfig = GateConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @model_validator(mode="after")
+    def _student_is_smaller_than_the_teacher(self) -> AimassConfig:
+        student = (*self.compress.student_channels, self.compress.student_hidden_units)
+        teacher = (*self.model.channels, self.model.hidden_units)
+        if any(s > t for s, t in zip(student, teacher)) or student == teacher:
+            raise ValueError(f"the distillation student (compress.student_channels, compress.student_hidden_units = "
+                             f"{student}) must be smaller than the teacher (model.channels, model.hidden_units = "
+                             f"{teacher}) in every layer and not equal to it")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -183,7 +221,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "split": {"train_limit": 3_000, "test_limit": 1_000},
         "validation": {"min_rows_train": 2_500, "min_rows_validation": 250, "min_rows_test": 900},
         "train": {"epochs": 1, "batch_size": 64},
-        "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4},
+        "compress": {"calibration_images": 128, "distill_epochs": 1, "int8_runtime": "eager",
+                     "latency_runs": 20, "throughput_runs": 3},
+        "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4, "max_accuracy_drop": 0.05},
     },
     "quick": {},
     "full": {

@@ -1,28 +1,37 @@
-"""Model artifacts: weights in safetensors, a JSON model card, and a sha256 manifest. Never pickle.
+"""Model artifacts: weights in safetensors (or a torch.export program for int8 models), a JSON model card, and a
+sha256 manifest. Never pickle.
 
 Layout of a model directory:
-    model.safetensors  the state dict (tensors only: loading cannot execute code)
-    model.json         architecture config, input normalisation, class names, lineage, metrics, resolved config
-    manifest.json      sha256 of both, checked on every load
+    model.safetensors  float models: the state dict (tensors only: loading cannot execute code)
+    model.pt2          int8 models: a torch.export archive (graph as JSON, weights as raw tensor bytes); loading
+                       refuses any archive entry that would need unpickling
+    model.json         architecture, input normalisation, class names, lineage, metrics, resolved config
+    manifest.json      sha256 of the files above, checked on every load
 """
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from aimass.architecture import PIXEL_MEAN, PIXEL_STD, build_classifier
 from aimass.config import ModelConfig
 from aimass.dataset import CLASS_NAMES
+from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import read_verified_manifest, write_manifest
 
 WEIGHTS_FILE = "model.safetensors"
+PROGRAM_FILE = "model.pt2"
 CARD_FILE = "model.json"
 CARD_FORMAT_VERSION = 1
+SAFETENSORS_FORMAT = "safetensors"
+EXPORT_FORMAT = "torch-export"
 
 
 @dataclass(frozen=True)
@@ -32,12 +41,30 @@ class LoadedModel:
 
 
 def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, card: dict[str, Any]) -> dict:
-    """Write weights, card and manifest into `directory`; returns the manifest."""
+    """Write a float model's weights, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, card)
+
+
+def save_exported_model(directory: Path, program: torch.export.ExportedProgram, model_config: ModelConfig,
+                        card: dict[str, Any]) -> dict:
+    """Write an exported (e.g. int8-quantised) program, card and manifest into `directory`; returns the manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # The archive would otherwise embed the example inputs as a pickle, which torch.export.load unpickles without
+    # weights_only if a safe load fails; with none stored, every byte of the archive is JSON or raw tensor data.
+    program._example_inputs = None
+    torch.export.save(program, str(directory / PROGRAM_FILE))
+    _refuse_pickled_entries(directory / PROGRAM_FILE)  # fail at write time, not when a server loads it
+    return _write_card_and_manifest(directory, EXPORT_FORMAT, model_config, card)
+
+
+def _write_card_and_manifest(directory: Path, weights_format: str, model_config: ModelConfig,
+                             card: dict[str, Any]) -> dict:
     full_card = {
         "format_version": CARD_FORMAT_VERSION,
+        "weights_format": weights_format,
         "architecture": model_config.model_dump(mode="json"),
         "input": {"shape": [1, 28, 28], "dtype": "uint8", "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
         "class_names": list(CLASS_NAMES),
@@ -51,11 +78,50 @@ def load_model(directory: Path) -> LoadedModel:
     """Rebuild the model from `directory` after verifying every file's sha256.
 
     Raises:
-        ArtifactIntegrityError: a file is missing or differs from the manifest.
+        ArtifactIntegrityError: a file is missing or differs from the manifest, or an export archive holds
+            entries that would need unpickling.
     """
     read_verified_manifest(directory)
     card = json.loads((directory / CARD_FILE).read_text())
+    if card.get("weights_format", SAFETENSORS_FORMAT) == EXPORT_FORMAT:
+        _refuse_pickled_entries(directory / PROGRAM_FILE)
+        import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops int8 graphs call
+
+        return LoadedModel(_InferenceProgram(torch.export.load(str(directory / PROGRAM_FILE)).module()), card)
     module = build_classifier(ModelConfig.model_validate(card["architecture"]))
     module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     module.eval()
     return LoadedModel(module, card)
+
+
+class _InferenceProgram(nn.Module):
+    """An exported program behind the ordinary module interface. Exported graphs are already fixed in inference
+    mode and refuse train()/eval(), which every caller of a model may use; here those only set the flag."""
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        self.program = program
+
+    def train(self, mode: bool = True) -> "_InferenceProgram":
+        self.training = mode
+        return self
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.program(inputs)
+
+
+def _refuse_pickled_entries(archive: Path) -> None:
+    """torch.export.load unpickles weights or constants flagged `use_pickle` (tensor subclasses) and any stored
+    example inputs; refuse archives holding either."""
+    with zipfile.ZipFile(archive) as bundle:
+        for info in bundle.infolist():
+            if "/sample_inputs/" in info.filename and info.file_size > 0:
+                raise ArtifactIntegrityError(f"{archive} embeds pickled example inputs, which aimass never loads")
+        for name in bundle.namelist():
+            if name.endswith(("model_weights_config.json", "model_constants_config.json")):
+                entries = json.loads(bundle.read(name)).get("config", {})
+                pickled = sorted(key for key, entry in entries.items() if entry.get("use_pickle"))
+                if pickled:
+                    raise ArtifactIntegrityError(
+                        f"{archive} stores {', '.join(pickled)} as pickles, which aimass never loads; "
+                        "export the model with plain tensors (torchao's unwrap_tensor_subclass)")

@@ -31,8 +31,12 @@ def print_run_summary(result: LocalRunResult, console: Console | None = None) ->
     metrics = result.artifact("evaluate", "metrics")
     if metrics is not None:
         values = metrics["metadata"]
-        console.print(f"test accuracy {values['accuracy']:.4f}, macro-F1 {values['macro_f1']:.4f}, "
+        console.print(f"shipped model's test accuracy {values['accuracy']:.4f}, macro-F1 {values['macro_f1']:.4f}, "
                       f"ROC-AUC {values['roc_auc_ovr']:.4f}")
+    chosen = result.parameter("evaluate", "chosen")
+    if chosen is not None:
+        console.print(f"shipped model: {chosen} (the compression choice and every candidate's verdict are in the "
+                      "evaluate report)")
     reasons = result.parameter("evaluate", "reasons")
     if reasons is not None:
         console.print("gate: " + "; ".join(json.loads(reasons)))

@@ -1,7 +1,10 @@
-"""evaluate: score the model on the held-out test split and decide the gate.
+"""evaluate: choose what to ship among the teacher and its compressed candidates, score it, and decide the gate.
 
-The gate is a pure function of the metrics and thresholds, `decide_gate`, collecting every failed threshold before
-deciding, so a rejection explains itself completely. The pipeline consumes its `passed` output with dsl.If.
+Two pure decisions, each collecting every reason before deciding, so a choice or a rejection explains itself:
+    choose_candidate  the smallest compressed candidate within the accuracy-drop, size-ratio and latency limits
+                      against the teacher (measured side by side by compress), else the teacher itself
+    decide_gate       the chosen model's test metrics against the absolute thresholds; the pipeline consumes its
+                      `passed` output with dsl.If
 """
 import json
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from aimass.architecture import images_to_tensor, predict_logits
 from aimass.components.base import project_component
+from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_profiles
 from aimass.config import AimassConfig, GateConfig
 from aimass.dataset import CLASS_NAMES, NUM_CLASSES, load_image_sets
 from aimass.model_artifact import load_model
@@ -72,55 +76,107 @@ def decide_gate(evaluation: Evaluation, gate: GateConfig) -> GateDecision:
 
 
 @dataclass(frozen=True)
+class CompressionChoice:
+    chosen: str  # "teacher" or a candidate's name
+    verdicts: dict[str, list[str]]  # candidate -> why it was rejected, or why it qualified
+
+
+def choose_candidate(teacher: ModelProfile, candidates: list[ModelProfile], gate: GateConfig) -> CompressionChoice:
+    """The smallest candidate that loses at most `max_accuracy_drop`, is at least `min_size_ratio` times smaller
+    and whose batch-1 p50 latency is at most `max_latency_ratio` times the teacher's; the teacher if none is."""
+    verdicts, qualified = {}, []
+    for candidate in candidates:
+        drop = teacher.accuracy - candidate.accuracy
+        ratio = teacher.size_bytes / candidate.size_bytes
+        latency = candidate.latency_p50_ms / teacher.latency_p50_ms
+        problems = []
+        if drop > gate.max_accuracy_drop:
+            problems.append(f"accuracy drop {100 * drop:.2f} points exceeds {100 * gate.max_accuracy_drop:.2f}")
+        if ratio < gate.min_size_ratio:
+            problems.append(f"only {ratio:.2f}x smaller, needs {gate.min_size_ratio:.2f}x")
+        if latency > gate.max_latency_ratio:
+            problems.append(f"batch-1 p50 latency {candidate.latency_p50_ms:.3f} ms is {latency:.2f}x the "
+                            f"teacher's {teacher.latency_p50_ms:.3f} ms (limit {gate.max_latency_ratio:.2f}x)")
+        if problems:
+            verdicts[candidate.name] = ["rejected: " + problem for problem in problems]
+        else:
+            qualified.append(candidate)
+            verdicts[candidate.name] = [f"qualifies: {ratio:.2f}x smaller, accuracy drop {100 * drop:.2f} points, "
+                                        f"latency {latency:.2f}x the teacher's"]
+    if not qualified:
+        return CompressionChoice(TEACHER, verdicts)
+    chosen = min(qualified, key=lambda candidate: candidate.size_bytes)
+    verdicts[chosen.name] = ["chosen (smallest qualifying): " + verdicts[chosen.name][0].removeprefix("qualifies: ")]
+    return CompressionChoice(chosen.name, verdicts)
+
+
+@dataclass(frozen=True)
 class EvaluationOutcome:
-    evaluation: Evaluation
+    evaluation: Evaluation  # of the chosen model
     decision: GateDecision
-    lineage: dict[str, str]  # of the evaluated model
+    choice: CompressionChoice
+    profiles: list[ModelProfile]  # teacher first
+    lineage: dict[str, str]  # of the chosen model
 
     def markdown(self) -> str:
-        return evaluation_markdown(self.evaluation, self.decision, self.lineage)
+        return evaluation_markdown(self)
 
 
-def evaluate(config: AimassConfig, model_dir: Path, splits_dir: Path) -> EvaluationOutcome:
-    """Score the model in `model_dir` on the test split and apply the gate from `config`."""
+def chosen_model_dir(teacher_dir: Path, candidates_dir: Path, chosen: str) -> Path:
+    return teacher_dir if chosen == TEACHER else candidates_dir / chosen
+
+
+def evaluate(config: AimassConfig, teacher_dir: Path, candidates_dir: Path, splits_dir: Path) -> EvaluationOutcome:
+    """Choose among the teacher and the candidates, score the choice on the test split and apply the gate."""
     import torch
 
+    profiles = read_profiles(candidates_dir)
+    choice = choose_candidate(profiles[0], profiles[1:], config.gate)
     splits, _ = load_image_sets(splits_dir)
     test = splits["test"]
-    loaded = load_model(model_dir)
-    probabilities = torch.softmax(predict_logits(loaded.module, images_to_tensor(test.images)), dim=1).numpy()
+    loaded = load_model(chosen_model_dir(teacher_dir, candidates_dir, choice.chosen))
+    with torch.inference_mode():
+        probabilities = torch.softmax(predict_logits(loaded.module, images_to_tensor(test.images)), dim=1).numpy()
     evaluation = score_predictions(test.labels.astype(np.int64), probabilities)
-    return EvaluationOutcome(evaluation, decide_gate(evaluation, config.gate), loaded.card["lineage"])
+    return EvaluationOutcome(evaluation, decide_gate(evaluation, config.gate), choice, profiles,
+                             loaded.card["lineage"])
 
 
-def evaluation_markdown(evaluation: Evaluation, decision: GateDecision, lineage: dict[str, str]) -> str:
+def evaluation_markdown(outcome: EvaluationOutcome) -> str:
+    evaluation, decision = outcome.evaluation, outcome.decision
     verdict = "PASSED" if decision.passed else "REJECTED"
-    provenance = ", ".join(f"{key} `{value}`" for key, value in sorted(lineage.items()))
+    provenance = ", ".join(f"{key} `{value}`" for key, value in sorted(outcome.lineage.items()))
+    choice = "\n".join(f"- **{name}**: " + "; ".join(reasons) for name, reasons in outcome.choice.verdicts.items())
     headline = markdown_table(["metric", "value"], list(evaluation.headline().items()))
     per_class = markdown_table(["class", "precision", "recall", "f1", "support"],
                                [tuple(row.values()) for row in evaluation.per_class])
     reasons = "\n".join(f"- {reason}" for reason in decision.reasons)
-    return (f"# Evaluation gate {verdict}\n\n{reasons}\n\nModel lineage: {provenance}\n\n"
-            f"## Test metrics\n\n{headline}\n## Per class\n\n{per_class}")
+    return (f"# Evaluation gate {verdict}: {outcome.choice.chosen}\n\n{reasons}\n\nModel lineage: {provenance}\n\n"
+            f"## Compression choice: {outcome.choice.chosen}\n\n{choice}\n\n"
+            f"{profiles_markdown(outcome.profiles).replace('# Compression candidates', '### Side by side')}\n"
+            f"## Test metrics of {outcome.choice.chosen}\n\n{headline}\n## Per class\n\n{per_class}")
 
 
 @project_component
-def evaluate_component(config_json: str, model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
-                       classification: Output[ClassificationMetrics], report: Output[Markdown],
-                       ) -> NamedTuple("GateOutputs", [("passed", bool), ("reasons", str)]):
-    """Evaluate on the test split and decide the gate.
+def evaluate_component(config_json: str, model: Input[Model], candidates: Input[Model], splits: Input[Dataset],
+                       metrics: Output[Metrics], classification: Output[ClassificationMetrics],
+                       report: Output[Markdown],
+                       ) -> NamedTuple("GateOutputs", [("passed", bool), ("reasons", str), ("chosen", str)]):
+    """Choose the model to ship (smallest qualifying candidate, else the teacher), evaluate it, decide the gate.
 
     Args:
         config_json: the resolved AimassConfig as JSON (thresholds under `gate`).
-        model: the trained model artifact.
+        model: the trained teacher.
+        candidates: the compress output (candidates and their side-by-side profiles).
         splits: the ingest output; only `test` is used.
-        metrics: accuracy, macro-F1, ROC-AUC and per-class precision/recall.
-        classification: the confusion matrix, rendered by the Kubeflow UI.
-        report: the gate decision and all metrics as Markdown.
+        metrics: the chosen model's accuracy, macro-F1, ROC-AUC and per-class precision/recall.
+        classification: the chosen model's confusion matrix, rendered by the Kubeflow UI.
+        report: the choice with every candidate's verdict, the gate decision and all metrics, as Markdown.
 
     Returns:
-        passed: whether every gate threshold holds.
+        passed: whether every gate threshold holds for the chosen model.
         reasons: JSON list of one sentence per threshold.
+        chosen: "teacher" or the name of the chosen candidate.
     """
     import json
     from collections import namedtuple
@@ -130,7 +186,8 @@ def evaluate_component(config_json: str, model: Input[Model], splits: Input[Data
     from aimass.config import AimassConfig
     from aimass.dataset import CLASS_NAMES
 
-    outcome = evaluate(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path))
+    outcome = evaluate(AimassConfig.from_json(config_json), Path(model.path), Path(candidates.path),
+                       Path(splits.path))
     evaluation, decision = outcome.evaluation, outcome.decision
     for name, value in evaluation.headline().items():
         metrics.log_metric(name, value)
@@ -139,5 +196,7 @@ def evaluate_component(config_json: str, model: Input[Model], splits: Input[Data
         metrics.log_metric(f"recall_{row['name']}", row["recall"])
     classification.log_confusion_matrix(list(CLASS_NAMES), evaluation.confusion)
     Path(report.path).write_text(outcome.markdown())
-    report.metadata.update({**outcome.lineage, "gate_passed": decision.passed})
-    return namedtuple("GateOutputs", ["passed", "reasons"])(decision.passed, json.dumps(decision.reasons))
+    report.metadata.update({**outcome.lineage, "gate_passed": decision.passed, "chosen": outcome.choice.chosen,
+                            "verdicts": outcome.choice.verdicts})
+    return namedtuple("GateOutputs", ["passed", "reasons", "chosen"])(
+        decision.passed, json.dumps(decision.reasons), outcome.choice.chosen)

@@ -9,14 +9,16 @@ from pathlib import Path
 from kfp.dsl import Input, Model, Output
 
 from aimass.components.base import project_component
+from aimass.components.evaluate import chosen_model_dir
 from aimass.errors import GateRejectedError
 from aimass.model_artifact import load_model
 
 
-def bless(candidate_dir: Path, blessed_dir: Path) -> dict:
-    """Copy a verified candidate to `blessed_dir` and return its model card."""
-    card = load_model(candidate_dir).card  # verifies every sha256 before the copy is trusted
-    shutil.copytree(candidate_dir, blessed_dir, dirs_exist_ok=True)
+def bless(teacher_dir: Path, candidates_dir: Path, chosen: str, blessed_dir: Path) -> dict:
+    """Copy the chosen model (the teacher or a candidate), verified, to `blessed_dir`; returns its model card."""
+    source = chosen_model_dir(teacher_dir, candidates_dir, chosen)
+    card = load_model(source).card  # verifies every sha256 before the copy is trusted
+    shutil.copytree(source, blessed_dir, dirs_exist_ok=True)
     return card
 
 
@@ -25,21 +27,25 @@ def reject(reasons: list[str]) -> None:
 
 
 @project_component
-def bless_model_component(candidate: Input[Model], reasons: str, blessed: Output[Model]):
-    """Pass a gate-approved model on as the blessed artifact (runs only under dsl.If(passed)).
+def bless_model_component(teacher: Input[Model], candidates: Input[Model], chosen: str, reasons: str,
+                          blessed: Output[Model]):
+    """Pass the gate-approved model on as the blessed artifact (runs only under dsl.If(passed)).
 
     Args:
-        candidate: the trained model.
+        teacher: the trained model.
+        candidates: the compress output.
+        chosen: "teacher" or the candidate evaluate chose.
         reasons: JSON list of the gate's sentences.
-        blessed: the same files; metadata carries the lineage and the gate's reasons.
+        blessed: the chosen model's files; metadata carries the lineage, the choice and the gate's reasons.
     """
     import json
     from pathlib import Path
 
     from aimass.components.promote import bless
 
-    card = bless(Path(candidate.path), Path(blessed.path))
-    blessed.metadata.update({**card["lineage"], "blessed": True, "gate_reasons": json.loads(reasons)})
+    card = bless(Path(teacher.path), Path(candidates.path), chosen, Path(blessed.path))
+    blessed.metadata.update({**card["lineage"], "blessed": True, "chosen": chosen,
+                             "weights_format": card["weights_format"], "gate_reasons": json.loads(reasons)})
 
 
 @project_component

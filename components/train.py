@@ -7,12 +7,14 @@ no DataLoader workers to feed. Weights go out as safetensors with a JSON model c
 """
 import copy
 import logging
+from collections.abc import Callable
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -80,10 +82,20 @@ def configure_cpu_threads(requested: int) -> int:
     return threads
 
 
+# (logits, labels, batch indices into the training set) -> scalar loss. The indices let a loss look up per-image
+# targets computed beforehand, such as a teacher's logits for distillation.
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def smoothed_cross_entropy(label_smoothing: float) -> LossFunction:
+    return lambda logits, labels, _batch: F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
 class _StepRunner:
     """One optimisation step, set up once for the device: autocast, memory layout, optional torch.compile."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int):
+    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
+                 loss: LossFunction):
         self.on_cuda = device.type == "cuda"
         self.model = model.to(memory_format=torch.channels_last) if self.on_cuda else model
         self.forward = torch.compile(self.model) if config.compile else self.model
@@ -92,7 +104,7 @@ class _StepRunner:
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=config.learning_rate, total_steps=total_steps,
             pct_start=config.warmup_fraction, cycle_momentum=False)
-        self.label_smoothing = config.label_smoothing
+        self.loss = loss
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
@@ -100,11 +112,11 @@ class _StepRunner:
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         return inputs.contiguous(memory_format=torch.channels_last) if self.on_cuda else inputs
 
-    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (summed loss, correct predictions) as tensors, so the hot loop never waits on the device."""
         with self.autocast():
             logits = self.forward(self.layout(inputs))
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            loss = self.loss(logits, labels, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -129,8 +141,7 @@ class _StepRunner:
 def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.device):
     """index tensor -> normalised input batch; applies the augmentation policy per batch when configured."""
     if not config.augment.on_the_fly:
-        inputs = images_to_tensor(train_set.images, device)
-        return lambda batch: inputs[batch]
+        return plain_batches(train_set, device)
     unit_images = images_to_unit_tensor(train_set.images, device)
     augmenter = PolicyAugmenter(config.augment.policy).to(device)
     return lambda batch: normalize(augmenter(unit_images[batch]))
@@ -139,17 +150,31 @@ def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.devic
 def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
                      progress: bool = False) -> tuple[nn.Module, TrainResult]:
     """Train a fresh classifier and return it with the weights of its best validation epoch."""
-    settings = config.train
-    torch.manual_seed(settings.seed)
-    device = select_device(settings.device)
+    torch.manual_seed(config.train.seed)
+    device = select_device(config.train.device)
+    return fit(build_classifier(config.model).to(device), config.train, _batch_source(config, train_set, device),
+               train_set.labels, validation_set, smoothed_cross_entropy(config.train.label_smoothing), progress)
+
+
+def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    inputs = images_to_tensor(train_set.images, device)
+    return lambda batch: inputs[batch]
+
+
+def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.Tensor], torch.Tensor],
+        train_labels: np.ndarray, validation_set: ImageSet, loss: LossFunction,
+        progress: bool = False) -> tuple[nn.Module, TrainResult]:
+    """Optimise `model` (already on its device) with early stopping; returns it on the CPU with its best weights.
+
+    `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented).
+    """
+    device = next(model.parameters()).device
     threads = configure_cpu_threads(settings.cpu_threads)
-    train_inputs = _batch_source(config, train_set, device)
-    train_y = torch.from_numpy(train_set.labels).long().to(device)
+    train_y = torch.from_numpy(train_labels).long().to(device)
     val_x, val_y = images_to_tensor(validation_set.images, device), torch.from_numpy(validation_set.labels).long().to(device)
     batch_size = min(settings.batch_size, len(train_y))
     steps_per_epoch = len(train_y) // batch_size  # drop the ragged tail: a batch of one breaks BatchNorm
-    model = build_classifier(config.model).to(device)
-    runner = _StepRunner(model, settings, device, total_steps=settings.epochs * steps_per_epoch)
+    runner = _StepRunner(model, settings, device, settings.epochs * steps_per_epoch, loss)
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
                          best_validation_accuracy=-1.0, stopped_early=False)
@@ -162,7 +187,7 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
             started = time.perf_counter()
             for step in range(steps_per_epoch):
                 batch = order[step * batch_size:(step + 1) * batch_size]
-                step_loss, step_correct = runner.step(train_inputs(batch), train_y[batch])
+                step_loss, step_correct = runner.step(train_inputs(batch), train_y[batch], batch)
                 loss_sum += step_loss
                 correct += step_correct
                 advance()

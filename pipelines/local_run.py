@@ -17,7 +17,7 @@ from kfp import local
 from aimass.config import AimassConfig
 from aimass.pipelines.training import PIPELINE_NAME, build_training_pipeline
 
-STEP_ORDER = ("ingest", "validate-data", "augment", "train", "evaluate", "bless-model", "reject-model")
+STEP_ORDER = ("ingest", "validate-data", "augment", "train", "compress", "evaluate", "bless-model", "reject-model")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\w+)")

@@ -1,7 +1,8 @@
-"""The aimass training DAG: ingest -> validate_data -> augment -> train -> evaluate -> (gate) bless | reject.
+"""The aimass training DAG:
+ingest -> validate_data -> augment -> train -> compress -> evaluate -> (gate) bless | reject.
 
-This file only wires stages. Each stage's work lives in `components/<stage>.py`; later stages (augment, compress,
-deploy) slot in between the banners below without touching the others.
+This file only wires stages. Each stage's work lives in `components/<stage>.py`; later stages (deployment) slot in
+between the banners below without touching the others.
 
 Parameters of the compiled pipeline:
     config_json: the resolved AimassConfig as JSON; the compiled default is the `full` profile.
@@ -10,6 +11,7 @@ Parameters of the compiled pipeline:
 from kfp import dsl, kubernetes
 
 from aimass.components.augment import augment_component
+from aimass.components.compress import compress_component
 from aimass.components.evaluate import evaluate_component
 from aimass.components.ingest import ingest_component
 from aimass.components.promote import bless_model_component, reject_model_component
@@ -55,19 +57,27 @@ def build_training_pipeline(default_config: AimassConfig):
         ).set_display_name("train")
         _schedule_on_gpu(train, cluster)
 
+        # ---- Compression stage ----
+        compress = compress_component(config_json=config_json, model=train.outputs["model"],
+                                      splits=ingest.outputs["splits"]).set_display_name("compress")
+        _schedule_on_gpu(compress, cluster)
+
         # ---- Evaluation stage ----
         evaluate = evaluate_component(config_json=config_json, model=train.outputs["model"],
-                                      splits=ingest.outputs["splits"]).set_display_name("evaluate")
+                                      candidates=compress.outputs["candidates"], splits=ingest.outputs["splits"])
+        evaluate.set_display_name("evaluate")
 
         # ---- Promotion stage ----
         with dsl.If(evaluate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
-            bless = bless_model_component(candidate=train.outputs["model"], reasons=evaluate.outputs["reasons"])
+            bless = bless_model_component(teacher=train.outputs["model"], candidates=compress.outputs["candidates"],
+                                          chosen=evaluate.outputs["chosen"], reasons=evaluate.outputs["reasons"])
             bless.set_display_name("bless model")
         with dsl.Else(name="gate-rejected"):
             reject = reject_model_component(reasons=evaluate.outputs["reasons"]).set_display_name("reject model")
 
         for task in (ingest, validate, augment, evaluate, bless, reject):
             _request_resources(task, cluster.cpu_request, cluster.memory_request)
-        _request_resources(train, cluster.train_cpu_request, cluster.train_memory_request)
+        for task in (train, compress):
+            _request_resources(task, cluster.train_cpu_request, cluster.train_memory_request)
 
     return training_pipeline

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from aimass.components.ingest import ingest
+from aimass.components.train import train
 from aimass.config import AimassConfig, load_config
 from aimass.data_version import track_data
 from aimass.dataset import ImageSet, save_image_sets
 from aimass.fashion_mnist import DEFAULT_SOURCE_DIR, import_fashion_mnist
+from aimass.lineage import Lineage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +57,29 @@ def tiny_splits_dir(tmp_path_factory, tiny_config) -> Path:
     output = tmp_path_factory.mktemp("tiny-splits")
     ingest(tiny_config, output)
     return output
+
+
+# Python source for a child process: from here on, any unpickling (pickle.load(s), or torch.load without
+# weights_only, which goes through pickle.Unpickler) raises instead of running.
+FORBID_UNPICKLING = """
+import pickle
+def _refuse(*args, **kwargs):
+    raise RuntimeError("unpickling attempted")
+class _RefusingUnpickler(pickle.Unpickler):
+    def load(self):
+        _refuse()
+pickle.load = pickle.loads = _refuse
+pickle.Unpickler = _RefusingUnpickler
+"""
+
+TEST_LINEAGE = Lineage(data_md5="d" * 32 + ".dir", git_commit="c" * 40, run_id="run-1", run_name="test-run")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_config, tiny_splits_dir, tmp_path_factory):
+    """(model directory, TrainResult) of one tiny training run, shared by the tests that need a trained model."""
+    model_dir = tmp_path_factory.mktemp("teacher")
+    return model_dir, train(tiny_config, tiny_splits_dir, model_dir, TEST_LINEAGE)
 
 
 @pytest.fixture

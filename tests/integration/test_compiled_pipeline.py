@@ -36,10 +36,16 @@ def test_train_is_scheduled_on_gpu_nodes_with_the_gpu_toleration(compiled):
     assert train["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
 
 
-def test_only_train_asks_for_a_gpu(compiled):
+def test_only_train_and_compress_ask_for_a_gpu(compiled):
     executors = documents(compiled)[0]["deploymentSpec"]["executors"]
     with_gpu = [name for name, spec in executors.items() if "accelerator" in spec["container"].get("resources", {})]
-    assert with_gpu == ["exec-train-component"]
+    assert sorted(with_gpu) == ["exec-compress-component", "exec-train-component"]
+
+
+def test_compress_is_scheduled_on_gpu_nodes_too(compiled):
+    executors = documents(compiled)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-compress-component"]["nodeSelector"] == executors["exec-train-component"]["nodeSelector"]
+    assert executors["exec-compress-component"]["tolerations"] == executors["exec-train-component"]["tolerations"]
 
 
 def test_every_task_requests_cpu_and_memory(compiled):
@@ -58,7 +64,7 @@ def test_every_task_has_caching_enabled(compiled):
         task for component in spec["components"].values() if "dag" in component
         for task in tasks(component["dag"])]
     executed = [task for task in all_tasks if task["componentRef"]["name"].endswith("-component")]
-    assert len(executed) == 7 and all(task["cachingOptions"]["enableCache"] for task in executed)
+    assert len(executed) == 8 and all(task["cachingOptions"]["enableCache"] for task in executed)
 
 
 def test_components_run_in_the_project_image_without_pip_installs(compiled):

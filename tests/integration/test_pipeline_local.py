@@ -24,12 +24,21 @@ def successful_run(tiny_config, tmp_path_factory):
 def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
     assert statuses(successful_run) == {
         "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "train": "SUCCESS",
-        "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
+        "compress": "SUCCESS", "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
     assert successful_run.succeeded
 
 
 def test_every_executed_step_is_timed(successful_run):
     assert all(step.seconds > 0 for step in successful_run.steps if step.status == "SUCCESS")
+
+
+def test_the_blessed_model_is_the_one_evaluate_chose(successful_run):
+    chosen = successful_run.parameter("evaluate", "chosen")
+    blessed = successful_run.artifact("bless-model", "blessed")
+    assert blessed["metadata"]["chosen"] == chosen
+    expected_format = "safetensors" if chosen in ("teacher", "prune_unstructured", "prune_channels", "distill") \
+        else "torch-export"
+    assert load_model(Path(blessed["uri"])).card["weights_format"] == expected_format
 
 
 def test_blessed_model_loads_and_records_data_code_and_run(successful_run, data_repo):
@@ -55,6 +64,7 @@ def test_ui_artifacts_are_written(successful_run):
     assert "fashion_mnist_images" in docs and "data:image/png;base64" in curves
     assert "Augmentation preview" in preview and "data:image/png;base64" in preview
     assert report.startswith("# Evaluation gate PASSED")
+    assert "## Compression choice" in report
 
 
 def test_bad_data_stops_the_dag_before_training(make_data_repo, tmp_path):

@@ -15,8 +15,8 @@ def test_tiny_profile_limits_the_data_and_trains_one_epoch():
 
 
 def test_override_values_are_parsed_to_the_field_type():
-    config = load_config("quick", ["train.epochs=7", "train.compile=true", "model.channels=[8,16,32]"])
-    assert (config.train.epochs, config.train.compile, config.model.channels) == (7, True, (8, 16, 32))
+    config = load_config("quick", ["train.epochs=7", "train.compile=true", "model.channels=[64,128,256]"])
+    assert (config.train.epochs, config.train.compile, config.model.channels) == (7, True, (64, 128, 256))
 
 
 def test_unknown_key_is_rejected_with_the_list_of_valid_keys():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aimass.components.evaluate import Evaluation, decide_gate, evaluate, score_predictions
-from aimass.config import GateConfig
+from aimass.config import GateConfig, load_config
 
 
 def one_hot(predictions, classes=10):
@@ -46,12 +46,16 @@ def test_a_model_at_exactly_the_threshold_passes():
     assert decide_gate(evaluation(0.9, 0.9), GateConfig(min_accuracy=0.9, min_macro_f1=0.9)).passed
 
 
-def test_evaluate_scores_a_trained_model_on_the_test_split(tiny_config, tiny_splits_dir, tmp_path):
-    from aimass.components.train import train
-    from aimass.lineage import Lineage
+def test_evaluate_scores_the_chosen_model_and_explains_the_choice(tiny_config, tiny_teacher, tiny_splits_dir,
+                                                                  tmp_path):
+    from aimass.components.compress import compress
 
-    train(tiny_config, tiny_splits_dir, tmp_path / "model", Lineage("d" * 8, "c", "r", "n"))
-    outcome = evaluate(tiny_config, tmp_path / "model", tiny_splits_dir)
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "compress.methods=[quantize_int8]",
+                                  "gate.min_size_ratio=3", "gate.max_latency_ratio=100"])
+    compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
+    outcome = evaluate(config, tiny_teacher[0], tmp_path / "candidates", tiny_splits_dir)
+    assert outcome.choice.chosen == "quantize_int8"
     assert 0.5 < outcome.evaluation.accuracy <= 1 and sum(map(sum, outcome.evaluation.confusion)) == 1_000
-    assert outcome.markdown().startswith("# Evaluation gate PASSED")
-    assert "data_md5 `dddddddd`" in outcome.markdown()
+    assert outcome.markdown().startswith("# Evaluation gate PASSED: quantize_int8")
+    assert "**quantize_int8**: chosen (smallest qualifying)" in outcome.markdown()
+    assert f"data_md5 `{'d' * 32}.dir`" in outcome.markdown()

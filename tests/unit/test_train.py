@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.components.train import configure_cpu_threads, train, train_classifier, training_curves_html
+from aimass.components.train import configure_cpu_threads, train_classifier, training_curves_html
 from aimass.config import load_config
 from aimass.dataset import load_image_sets
 from aimass.errors import ArtifactIntegrityError
-from aimass.lineage import Lineage
 from aimass.model_artifact import load_model
+from conftest import FORBID_UNPICKLING, TEST_LINEAGE
 
-LINEAGE = Lineage(data_md5="d" * 32 + ".dir", git_commit="c" * 40, run_id="run-1", run_name="test-run")
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +21,8 @@ def tiny_splits(tiny_splits_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_config, tiny_splits_dir, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("model")
-    result = train(tiny_config, tiny_splits_dir, model_dir, LINEAGE)
-    return model_dir, result
+def trained(tiny_teacher):
+    return tiny_teacher
 
 
 def test_one_tiny_epoch_learns_far_better_than_chance(trained):
@@ -46,14 +43,14 @@ def test_model_artifact_is_safetensors_with_card_and_manifest(trained):
 
 def test_model_card_records_lineage_and_resolved_config(trained, tiny_config):
     card = load_model(trained[0]).card
-    assert card["lineage"] == LINEAGE.to_dict()
+    assert card["lineage"] == TEST_LINEAGE.to_dict()
     assert card["config"]["train"]["epochs"] == tiny_config.train.epochs
 
 
 def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
     script = (
         "import pickle, sys, numpy as np, torch\n"
-        "pickle.loads = pickle.load = None  # any pickle use would now fail\n"
+        + FORBID_UNPICKLING +
         "from aimass.model_artifact import load_model\n"
         "from aimass.architecture import images_to_tensor, predict_logits\n"
         "model = load_model(__import__('pathlib').Path(sys.argv[1])).module\n"

@@ -1,0 +1,343 @@
+"""compress: build smaller candidates from the trained teacher and measure each beside it.
+
+Candidates (choose with `compress.methods`):
+    prune_unstructured  global magnitude pruning of conv/linear weights to a target sparsity, then fine-tuning
+    prune_channels      structured pruning (torch-pruning) that removes channels and hidden units, then fine-tuning
+    quantize_int8       the teacher in int8: static post-training quantization of conv and linear layers with
+                        torchao's PT2E flow (x86 inductor quantizer, calibrated on training images); dynamic int8
+                        of linear layers (torchao) as the fallback when the static flow fails
+    distill             a smaller student trained on the teacher's temperature-softened outputs
+    distill_int8        that student, quantized as above
+
+Every candidate and the teacher are profiled the same way, side by side in this process: parameters, non-zero
+parameters, bytes on disk, test accuracy, CPU batch-1 latency p50/p99 and batch-64 throughput.
+"""
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from torch import nn
+
+from aimass.architecture import build_classifier, images_to_tensor, predict_logits
+from aimass.components.base import project_component
+from aimass.components.train import LossFunction, fit, plain_batches, select_device, smoothed_cross_entropy
+from aimass.config import AimassConfig, CompressConfig, ModelConfig
+from aimass.dataset import ImageSet, load_image_sets
+from aimass.integrity import read_verified_manifest, write_manifest
+from aimass.model_artifact import load_model, save_exported_model, save_model
+from aimass.reports import markdown_table
+
+log = logging.getLogger(__name__)
+PROFILES_FILE = "profiles.json"
+TEACHER = "teacher"
+FLOAT_BACKEND = "float32"
+STATIC_INT8_BACKEND = "pt2e-x86-inductor-static-int8"
+DYNAMIC_INT8_BACKEND = "torchao-dynamic-int8-linear"
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str  # "teacher" or the compression method
+    backend: str  # float32, or which int8 flow produced the weights
+    parameters: int  # of the float network (int8 candidates: of the network they quantize)
+    nonzero_parameters: int
+    size_bytes: int  # model directory on disk
+    accuracy: float  # on the test split
+    latency_p50_ms: float  # batch 1, CPU
+    latency_p99_ms: float
+    throughput_b64: float  # images/s at batch 64, CPU
+    runtime: str  # eager or inductor (torch.compile)
+
+
+# ---- building candidates ----
+
+def fine_tune(model: nn.Module, config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
+              epochs: int, loss: LossFunction | None = None) -> nn.Module:
+    """A short, unaugmented training run of `model` at the compression learning rate."""
+    if epochs == 0:
+        return model.eval()
+    settings = config.train.model_copy(update={
+        "epochs": epochs, "learning_rate": config.compress.finetune_learning_rate,
+        "early_stopping_patience": epochs, "compile": False})
+    device = select_device(settings.device)
+    loss = loss or smoothed_cross_entropy(settings.label_smoothing)
+    tuned, _ = fit(model.to(device), settings, plain_batches(train_set, device), train_set.labels, validation_set, loss)
+    return tuned
+
+
+def prunable_layers(model: nn.Module) -> list[nn.Module]:
+    return [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
+def prune_unstructured(model: nn.Module, sparsity: float) -> nn.Module:
+    """Zero the globally smallest-magnitude `sparsity` share of conv/linear weights; masks stay until `finalize`."""
+    import torch.nn.utils.prune as prune
+
+    prune.global_unstructured([(layer, "weight") for layer in prunable_layers(model)],
+                              pruning_method=prune.L1Unstructured, amount=sparsity)
+    return model
+
+
+def finalize_unstructured(model: nn.Module) -> nn.Module:
+    import torch.nn.utils.prune as prune
+
+    for layer in prunable_layers(model):
+        prune.remove(layer, "weight")  # bake the mask into the weight tensor
+    return model
+
+
+def prune_channels(model: nn.Module, sparsity: float) -> tuple[nn.Module, ModelConfig]:
+    """Remove the `sparsity` share of channels/hidden units with the smallest L2 norm (the output layer kept)."""
+    import torch_pruning as tp
+
+    example = torch.zeros(2, 1, 28, 28)
+    classifier = prunable_layers(model)[-1]
+    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=sparsity, ignored_layers=[classifier])
+    pruner.step()
+    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
+    hidden = prunable_layers(model)[-2]
+    shape = ModelConfig(channels=tuple(conv.out_channels for conv in convs), hidden_units=hidden.out_features)
+    rebuilt = build_classifier(shape)  # a plain network of the new shape, so it saves and loads like any other
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt, shape
+
+
+def distillation_loss(teacher_logits: torch.Tensor, temperature: float, soft_weight: float) -> LossFunction:
+    """Hinton et al.: T^2-scaled KL to the teacher's softened outputs, mixed with cross-entropy on the labels."""
+    def loss(logits: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        soft = F.kl_div(F.log_softmax(logits.float() / temperature, dim=1),
+                        F.softmax(teacher_logits[batch] / temperature, dim=1), reduction="batchmean")
+        return soft_weight * temperature ** 2 * soft + (1 - soft_weight) * F.cross_entropy(logits.float(), labels)
+
+    return loss
+
+
+def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet,
+            validation_set: ImageSet) -> tuple[nn.Module, ModelConfig]:
+    settings = config.compress
+    shape = ModelConfig(channels=settings.student_channels, hidden_units=settings.student_hidden_units,
+                        dropout=config.model.dropout)
+    device = select_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    student = build_classifier(shape).to(device)
+    # Soft targets once for the whole (unaugmented) training set: one teacher pass instead of one per step.
+    teacher_logits = predict_logits(teacher.to(device), images_to_tensor(train_set.images, device))
+    run = config.train.model_copy(update={"epochs": settings.distill_epochs, "compile": False})
+    loss = distillation_loss(teacher_logits, settings.distill_temperature, settings.distill_weight)
+    trained, _ = fit(student, run, plain_batches(train_set, device), train_set.labels, validation_set, loss)
+    teacher.cpu()
+    return trained, shape
+
+
+def quantize_int8(model: nn.Module, calibration: torch.Tensor) -> tuple[torch.export.ExportedProgram, str]:
+    """The model in int8, exported with a dynamic batch dimension; returns the program and the backend used."""
+    try:
+        return _static_int8(model, calibration), STATIC_INT8_BACKEND
+    except Exception as error:  # the static flow depends on the backend's quantizer; the dynamic one on nothing
+        log.warning("static int8 quantization failed (%s: %s); falling back to dynamic int8 of linear layers",
+                    type(error).__name__, error)
+        return _dynamic_int8(model, calibration[:2]), DYNAMIC_INT8_BACKEND
+
+
+def _export(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=65_536)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def _static_int8(model: nn.Module, calibration: torch.Tensor) -> torch.export.ExportedProgram:
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(_export(model.eval(), calibration[:2]).module(), quantizer)
+    with torch.no_grad():
+        for start in range(0, len(calibration), 256):
+            prepared(calibration[start:start + 256])
+    converted = convert_pt2e(prepared)
+    _drop_unused_attributes(converted)
+    return _export(converted, calibration[:2])
+
+
+def _drop_unused_attributes(graph_module: torch.fx.GraphModule) -> None:
+    """convert_pt2e folds int8 weights into new constants but keeps the float originals as attributes; without this
+    the saved program would carry both and be larger than the float model."""
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name in [name for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]]:
+        if name not in used:
+            owner_path, _, attribute = name.rpartition(".")
+            owner = graph_module.get_submodule(owner_path) if owner_path else graph_module
+            delattr(owner, attribute)
+
+
+def _dynamic_int8(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    from torchao.utils import unwrap_tensor_subclass
+
+    quantized = copy.deepcopy(model).eval()
+    quantize_(quantized, Int8DynamicActivationInt8WeightConfig())  # Linear layers only
+    return _export(unwrap_tensor_subclass(quantized), example)  # plain tensors: the archive needs no pickle
+
+
+# ---- measuring ----
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    parameters = list(model.parameters())
+    return sum(p.numel() for p in parameters), sum(int(torch.count_nonzero(p)) for p in parameters)
+
+
+def directory_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+@torch.inference_mode()
+def time_model(model, inputs: torch.Tensor, latency_runs: int, throughput_runs: int) -> tuple[float, float, float]:
+    """(batch-1 p50 ms, batch-1 p99 ms, batch-64 images/s) on the CPU, after warm-up calls."""
+    single, batch = inputs[:1], inputs[:64]
+    for _ in range(5):
+        model(single)
+        model(batch)
+    latencies = []
+    for index in range(latency_runs):
+        sample = inputs[index % len(inputs):index % len(inputs) + 1]
+        started = time.perf_counter()
+        model(sample)
+        latencies.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    for _ in range(throughput_runs):
+        model(batch)
+    throughput = throughput_runs * len(batch) / (time.perf_counter() - started)
+    return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), throughput
+
+
+def profile_model(name: str, model_dir: Path, counts: tuple[int, int], test: ImageSet,
+                  settings: CompressConfig) -> ModelProfile:
+    """Load the saved model back (what a server would run) and measure it."""
+    loaded = load_model(model_dir)
+    backend = loaded.card.get("compression", {}).get("backend", FLOAT_BACKEND)
+    inputs = images_to_tensor(test.images)
+    module = loaded.module
+    runtime = "eager"
+    if backend != FLOAT_BACKEND and settings.int8_runtime == "inductor":
+        module, runtime = torch.compile(module), "inductor"  # int8 kernels exist only in inductor's lowering
+    with torch.inference_mode():
+        logits = torch.cat([module(inputs[start:start + 512]) for start in range(0, len(inputs), 512)])
+    accuracy = float((logits.argmax(1).numpy() == test.labels).mean())
+    p50, p99, throughput = time_model(module, inputs, settings.latency_runs, settings.throughput_runs)
+    return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, p50, p99,
+                        throughput, runtime)
+
+
+# ---- the stage ----
+
+def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_dir: Path) -> list[ModelProfile]:
+    """Build every configured candidate into `output_dir/<method>/`, profile them and the teacher, and write
+    `output_dir/profiles.json`. Returns the profiles, teacher first."""
+    settings = config.compress
+    splits, _ = load_image_sets(splits_dir)
+    teacher_loaded = load_model(teacher_dir)
+    teacher_card = teacher_loaded.card
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
+    calibration = images_to_tensor(train.images[:settings.calibration_images])
+    fresh_teacher = lambda: load_model(teacher_dir).module  # noqa: E731 (each method mutates its own copy)
+    built: dict[str, tuple[Path, tuple[int, int]]] = {}
+
+    def save_float(name: str, model: nn.Module, shape: ModelConfig) -> nn.Module:
+        save_model(output_dir / name, model, shape, _candidate_card(teacher_card, name, FLOAT_BACKEND))
+        built[name] = (output_dir / name, count_parameters(model))
+        return model
+
+    def save_int8(name: str, model: nn.Module, shape: ModelConfig) -> None:
+        program, backend = quantize_int8(model, calibration)
+        save_exported_model(output_dir / name, program, shape, _candidate_card(teacher_card, name, backend))
+        built[name] = (output_dir / name, count_parameters(model))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    student: tuple[nn.Module, ModelConfig] | None = None
+    for method in settings.methods:
+        started = time.perf_counter()
+        if method == "prune_unstructured":
+            masked = prune_unstructured(fresh_teacher(), settings.unstructured_sparsity)
+            tuned = finalize_unstructured(fine_tune(masked, config, train, validation, settings.finetune_epochs))
+            save_float(method, tuned, config.model)
+        elif method == "prune_channels":
+            slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity)
+            save_float(method, fine_tune(slim, config, train, validation, settings.finetune_epochs), shape)
+        elif method == "quantize_int8":
+            save_int8(method, fresh_teacher(), config.model)
+        elif method in ("distill", "distill_int8"):
+            student = student or distill(fresh_teacher(), config, train, validation)
+            if method == "distill":
+                save_float(method, *student)
+            else:
+                save_int8(method, *student)
+        log.info("built %s in %.1f s", method, time.perf_counter() - started)
+
+    teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), test, settings)
+    profiles = [teacher_profile] + [profile_model(name, path, counts, test, settings)
+                                    for name, (path, counts) in built.items()]
+    (output_dir / PROFILES_FILE).write_text(json.dumps([asdict(p) for p in profiles], indent=2) + "\n")
+    write_manifest(output_dir, {"kind": "aimass-compression-candidates"})
+    return profiles
+
+
+def _candidate_card(teacher_card: dict, method: str, backend: str) -> dict:
+    return {
+        "lineage": {**teacher_card["lineage"]},
+        "compression": {"method": method, "backend": backend},
+        "teacher_training": teacher_card.get("training", {}),
+        "config": teacher_card.get("config", {}),
+    }
+
+
+def read_profiles(candidates_dir: Path) -> list[ModelProfile]:
+    """The profiles written by `compress`, after verifying the candidates' sha256 manifest."""
+    read_verified_manifest(candidates_dir)
+    return [ModelProfile(**entry) for entry in json.loads((candidates_dir / PROFILES_FILE).read_text())]
+
+
+def profiles_markdown(profiles: list[ModelProfile]) -> str:
+    teacher = profiles[0]
+    rows = [(p.name, p.backend, p.parameters, p.nonzero_parameters, f"{p.size_bytes / 1024:.0f}",
+             f"{teacher.size_bytes / p.size_bytes:.2f}x", f"{p.accuracy:.4f}", f"{p.latency_p50_ms:.3f}",
+             f"{p.latency_p99_ms:.3f}", f"{p.throughput_b64:.0f}",
+             f"{p.throughput_b64 / teacher.throughput_b64:.2f}x", p.runtime) for p in profiles]
+    headers = ["model", "backend", "params", "non-zero", "KiB", "smaller", "accuracy", "p50 ms (b1)", "p99 ms (b1)",
+               "img/s (b64)", "speed-up (b64)", "runtime"]
+    return "# Compression candidates\n\n" + markdown_table(headers, rows)
+
+
+@project_component
+def compress_component(config_json: str, model: Input[Model], splits: Input[Dataset], candidates: Output[Model],
+                       metrics: Output[Metrics], report: Output[Markdown]):
+    """Build pruned, quantized and distilled candidates and profile each beside the teacher.
+
+    Args:
+        config_json: the resolved AimassConfig as JSON (methods and settings under `compress`).
+        model: the trained teacher.
+        splits: the ingest output (train for fine-tuning/calibration, test for the profiles).
+        candidates: one model directory per candidate plus profiles.json, under one sha256 manifest.
+        metrics: accuracy, size, latency and throughput per model.
+        report: the side-by-side table as Markdown.
+    """
+    from pathlib import Path
+
+    from aimass.components.compress import compress, profiles_markdown
+    from aimass.config import AimassConfig
+
+    profiles = compress(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path),
+                        Path(candidates.path))
+    for profile in profiles:
+        for field in ("accuracy", "size_bytes", "latency_p50_ms", "latency_p99_ms", "throughput_b64"):
+            metrics.log_metric(f"{profile.name}_{field}", getattr(profile, field))
+    Path(report.path).write_text(profiles_markdown(profiles))
+    candidates.metadata.update({**model.metadata, "candidates": [p.name for p in profiles[1:]]})

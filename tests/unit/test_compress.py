@@ -1,0 +1,133 @@
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from aimass.architecture import build_classifier, images_to_tensor, predict_logits
+from aimass.components.compress import (
+    DYNAMIC_INT8_BACKEND, ModelProfile, _dynamic_int8, compress, distillation_loss, prunable_layers,
+    prune_channels, prune_unstructured, quantize_int8, read_profiles)
+from aimass.config import ModelConfig, load_config
+from aimass.dataset import load_image_sets
+from aimass.errors import ArtifactIntegrityError, ConfigError
+from aimass.integrity import write_manifest
+from aimass.model_artifact import PROGRAM_FILE, load_model, save_exported_model
+from conftest import FORBID_UNPICKLING
+
+
+@pytest.fixture(scope="module")
+def test_images(tiny_splits_dir):
+    return load_image_sets(tiny_splits_dir)[0]["test"].images
+
+
+@pytest.fixture(scope="module")
+def int8_teacher_dir(tiny_teacher, test_images, tmp_path_factory):
+    teacher = load_model(tiny_teacher[0]).module
+    program, backend = quantize_int8(teacher, images_to_tensor(test_images[:128]))
+    directory = tmp_path_factory.mktemp("int8")
+    save_exported_model(directory, program, ModelConfig(), {"compression": {"backend": backend}})
+    return directory
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.8])
+def test_global_magnitude_pruning_reaches_the_requested_sparsity(sparsity):
+    model = prune_unstructured(build_classifier(ModelConfig()), sparsity)
+    weights = [layer.weight for layer in prunable_layers(model)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(sparsity, abs=1e-3)
+
+
+def test_channel_pruning_really_shrinks_the_network():
+    slim, shape = prune_channels(build_classifier(ModelConfig()), 0.5)
+    assert shape == ModelConfig(channels=(16, 32, 64), hidden_units=128)
+    assert sum(p.numel() for p in slim.parameters()) < 0.3 * sum(p.numel() for p in build_classifier(ModelConfig()).parameters())
+    assert slim(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_int8_model_agrees_with_the_float_model_on_most_test_images(tiny_teacher, int8_teacher_dir, test_images):
+    inputs = images_to_tensor(test_images)
+    float_predictions = predict_logits(load_model(tiny_teacher[0]).module, inputs).argmax(1)
+    int8_predictions = predict_logits(load_model(int8_teacher_dir).module, inputs).argmax(1)
+    assert (float_predictions == int8_predictions).float().mean() >= 0.95
+
+
+def test_static_int8_is_recorded_as_its_backend_and_stores_int8_weights(int8_teacher_dir):
+    card = load_model(int8_teacher_dir).card
+    assert card["compression"]["backend"] == "pt2e-x86-inductor-static-int8"
+    assert (int8_teacher_dir / PROGRAM_FILE).stat().st_size < 0.3 * 1_701_578 * 4  # fp32 would be 6.8 MB
+
+
+def test_int8_artifact_reloads_in_a_fresh_process_without_pickle(int8_teacher_dir, test_images, tmp_path):
+    np.save(tmp_path / "images.npy", test_images[:16])
+    script = (
+        "import pickle, sys, numpy as np\n"
+        "import torch\n"
+        + FORBID_UNPICKLING +
+        "from pathlib import Path\n"
+        "from aimass.model_artifact import load_model\n"
+        "from aimass.architecture import images_to_tensor, predict_logits\n"
+        "model = load_model(Path(sys.argv[1])).module\n"
+        "images = np.load(sys.argv[2], allow_pickle=False)\n"
+        "print(' '.join(map(str, predict_logits(model, images_to_tensor(images)).argmax(1).tolist())))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script, str(int8_teacher_dir), str(tmp_path / "images.npy")],
+                            capture_output=True, text=True, check=True).stdout.split()
+    expected = predict_logits(load_model(int8_teacher_dir).module, images_to_tensor(test_images[:16])).argmax(1)
+    assert list(map(int, output)) == expected.tolist()
+
+
+def test_an_export_archive_with_pickled_example_inputs_is_refused(tmp_path):
+    model = build_classifier(ModelConfig()).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 28, 28),)), str(tmp_path / PROGRAM_FILE))
+    (tmp_path / "model.json").write_text('{"weights_format": "torch-export", "lineage": {}}')
+    write_manifest(tmp_path, {})
+    with pytest.raises(ArtifactIntegrityError, match="pickled example inputs"):
+        load_model(tmp_path)
+
+
+def test_dynamic_int8_fallback_saves_without_pickle_and_reloads(tmp_path):
+    model = build_classifier(ModelConfig()).eval()
+    program = _dynamic_int8(model, torch.zeros(2, 1, 28, 28))
+    save_exported_model(tmp_path, program, ModelConfig(), {"compression": {"backend": DYNAMIC_INT8_BACKEND}})
+    reloaded = load_model(tmp_path).module
+    inputs = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(reloaded(inputs), model(inputs), atol=0.05)
+
+
+def test_distillation_loss_without_soft_targets_is_cross_entropy():
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    loss = distillation_loss(torch.randn(8, 10), temperature=4.0, soft_weight=0.0)
+    assert torch.allclose(loss(logits, labels, torch.arange(8)), torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_distillation_loss_is_zero_when_the_student_copies_the_teacher():
+    teacher_logits = torch.randn(8, 10)
+    loss = distillation_loss(teacher_logits, temperature=2.0, soft_weight=1.0)
+    assert loss(teacher_logits.clone(), torch.zeros(8, dtype=torch.long), torch.arange(8)).abs() < 1e-6
+
+
+def test_compress_builds_and_profiles_every_method_beside_the_teacher(tiny_config, tiny_teacher, tiny_splits_dir,
+                                                                      tmp_path):
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "compress.distill_epochs=1"])
+    profiles = compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
+    assert [p.name for p in profiles] == ["teacher", *config.compress.methods]
+    assert read_profiles(tmp_path / "candidates") == profiles
+    by_name = {p.name: p for p in profiles}
+    assert by_name["prune_unstructured"].nonzero_parameters < 0.25 * by_name["teacher"].parameters
+    assert by_name["distill_int8"].size_bytes < by_name["teacher"].size_bytes / 8
+    for name in config.compress.methods:
+        load_model(tmp_path / "candidates" / name)  # every candidate verifies and loads
+
+
+@pytest.mark.parametrize("override, message", [
+    ("compress.unstructured_sparsity=1.0", "compress.unstructured_sparsity: Input should be less than 1"),
+    ("compress.channel_sparsity=-0.1", "compress.channel_sparsity"),
+    ("compress.methods=[prune,distill]", "compress.methods.0: Input should be 'prune_unstructured'"),
+    ("compress.student_channels=[64,64,256]", "must be smaller than the teacher"),
+])
+def test_bad_compression_settings_are_rejected_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
