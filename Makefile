@@ -29,8 +29,11 @@ dataset:
 compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or its defaults
 	$(BIN)/aimass compile
 
-bench: setup dataset  ## training throughput of the train component vs a bare PyTorch loop
+bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression needs a teacher from `make run`)
+	$(BIN)/aimass data import
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/augment_throughput.py
+	$(BIN)/python bench/compression.py
 
 clean:
 	rm -rf runs build

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -60,33 +60,37 @@ class ValidationConfig(_Section):
         return self
 
 
+# A transform's probability per image; 0 disables it.
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
 class FlipSpec(_Section):
-    p: float = Field(0.5, ge=0, le=1, description="probability per image; 0 disables the transform")
+    p: Probability = 0.5
 
 
 class RotationSpec(_Section):
-    p: float = Field(0.3, ge=0, le=1)
+    p: Probability = 0.3
     degrees: float = Field(10.0, gt=0, le=45, description="rotate by up to +/- this angle")
 
 
 class ScaleSpec(_Section):
-    p: float = Field(0.3, ge=0, le=1)
+    p: Probability = 0.3
     min_factor: float = Field(0.9, ge=0.5, le=1)
     max_factor: float = Field(1.1, ge=1, le=1.5)
 
 
 class TranslateSpec(_Section):
-    p: float = Field(0.3, ge=0, le=1)
+    p: Probability = 0.3
     max_fraction: float = Field(0.1, gt=0, le=0.3, description="shift by up to this share of the image size")
 
 
 class NoiseSpec(_Section):
-    p: float = Field(0.2, ge=0, le=1)
+    p: Probability = 0.2
     std: float = Field(0.03, gt=0, le=0.5, description="Gaussian noise std on the 0..1 pixel scale")
 
 
 class ErasingSpec(_Section):
-    p: float = Field(0.25, ge=0, le=1)
+    p: Probability = 0.25
     min_area: float = Field(0.02, gt=0, le=0.5, description="erased rectangle, as a share of the image area")
     max_area: float = Field(0.12, gt=0, le=0.5)
 
