@@ -6,6 +6,8 @@ Examples:
     aimass run --set train.epochs=5         # quick profile with one override
     aimass compile -o pipeline.yaml         # the YAML to upload in the Kubeflow UI
     aimass config show --profile full       # the resolved configuration as JSON
+    aimass models list                      # model versions in the registry, with their aliases
+    aimass models promote v3 --alias production
 """
 from __future__ import annotations
 
@@ -67,6 +69,26 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", type=Path, default=None,
                           help="output file (default: pipelines/compiled/training_pipeline.yaml)")
     compile_.set_defaults(handler=_compile)
+
+    models = commands.add_parser("models", help="the model registry: versions and aliases",
+                                 description="Inspect the model registry (registry.* settings; local folder by "
+                                             "default) and move aliases.")
+    model_commands = models.add_subparsers(title="models commands", metavar="COMMAND")
+    models_list = model_commands.add_parser("list", help="every version with its accuracy and aliases",
+                                            description="List every version, oldest first, with aliases.")
+    show_version = model_commands.add_parser("show", help="one version's record as JSON",
+                                             description="Print a version's record: files and sha256, lineage, "
+                                                         "metrics, creation time.")
+    show_version.add_argument("version", help="v<N> or an alias such as production")
+    promote = model_commands.add_parser("promote", help="point an alias at a version",
+                                        description="Point an alias (production, staging, ...) at a version. "
+                                                    "Versions never change; aliases move.")
+    promote.add_argument("version", help="v<N> or an alias")
+    promote.add_argument("--alias", required=True, help="e.g. production")
+    for command, handler in ((models_list, _models_list), (show_version, _models_show), (promote, _models_promote)):
+        _add_config_arguments(command)
+        _add_repo_argument(command)
+        command.set_defaults(handler=handler)
 
     config = commands.add_parser("config", help="inspect the configuration",
                                  description="Inspect the resolved configuration.")
@@ -132,6 +154,46 @@ def _compile(args: argparse.Namespace) -> int:
 
     path = compile_pipeline(_load_config(args), args.output or COMPILED_PIPELINE)
     print(f"compiled the pipeline to {path}")
+    return 0
+
+
+def _registry(args: argparse.Namespace):
+    from aimass.registry import open_registry
+
+    return open_registry(_load_config(args, args.repo.resolve()))
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    registry = _registry(args)
+    aliases_by_version: dict[str, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        aliases_by_version.setdefault(version, []).append(alias)
+    table = Table(title=f"{registry.model_name} in {registry.store.description}", title_justify="left")
+    for column in ("version", "created (UTC)", "accuracy", "data md5", "git commit", "aliases"):
+        table.add_column(column)
+    for record in registry.versions():
+        accuracy = record.metrics.get("accuracy")
+        table.add_row(record.version, record.created_at, "" if accuracy is None else f"{accuracy:.4f}",
+                      record.lineage.get("data_md5", "")[:12], record.lineage.get("git_commit", "")[:12],
+                      ", ".join(sorted(aliases_by_version.get(record.version, []))))
+    Console(soft_wrap=True).print(table)
+    return 0
+
+
+def _models_show(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(_registry(args).get(args.version)), indent=2, sort_keys=True))
+    return 0
+
+
+def _models_promote(args: argparse.Namespace) -> int:
+    record = _registry(args).promote(args.version, args.alias)
+    print(f"{args.alias} -> {record.version}")
     return 0
 
 

@@ -174,6 +174,17 @@ class GateConfig(_Section):
     max_latency_ratio: float = Field(1.0, gt=0, description="candidate batch-1 p50 latency / teacher's, at most")
 
 
+class RegistryConfig(_Section):
+    """Where model versions live. S3 credentials come from $AIMASS_S3_ACCESS_KEY / $AIMASS_S3_SECRET_KEY only."""
+
+    backend: Literal["local", "s3"] = "local"
+    local_dir: str = Field("model-registry", description="local backend folder, relative to data.repo_dir")
+    s3_endpoint: str = Field("minio.minio.svc.cluster.local:9000", description="host:port of the S3 API")
+    s3_bucket: str = "aimass-models"
+    s3_secure: bool = Field(True, description="HTTPS to the endpoint")
+    model_name: str = Field("fashion-mnist-classifier", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
 class KubernetesConfig(_Section):
     """Compile-time settings for the cluster; they change the compiled YAML, not local runs."""
 
@@ -197,6 +208,7 @@ class AimassConfig(_Section):
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
     gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
 
     @model_validator(mode="after")

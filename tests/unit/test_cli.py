@@ -6,7 +6,8 @@ import yaml
 from aimass.cli import main
 from conftest import init_dvc_repo
 
-COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"]]
+COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"], ["models"],
+            ["models", "list"], ["models", "show"], ["models", "promote"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "aimass")
@@ -53,3 +54,23 @@ def test_config_show_prints_the_resolved_profile(capsys):
 def test_compile_writes_the_pipeline_to_the_given_path(tmp_path, capsys):
     assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 0
     assert yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+
+
+def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, capsys):
+    from aimass.object_store import LocalStore
+    from aimass.registry import ModelRegistry
+
+    ModelRegistry(LocalStore(tmp_path / "model-registry"), "fashion-mnist-classifier").push(
+        tiny_teacher[0], metrics={"accuracy": 0.7512})
+    repo = ["--repo", str(tmp_path)]
+    assert main(["models", "promote", "v1", "--alias", "production", *repo]) == 0
+    assert main(["models", "list", *repo]) == 0
+    listing = capsys.readouterr().out
+    assert "v1" in listing and "0.7512" in listing and "production" in listing
+    assert main(["models", "show", "production", *repo]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v1"
+
+
+def test_models_show_of_an_unknown_version_is_one_clear_line(tmp_path, capsys):
+    assert main(["models", "show", "v9", "--repo", str(tmp_path)]) == 1
+    assert "has no version v9" in capsys.readouterr().err

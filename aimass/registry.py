@@ -1,0 +1,150 @@
+"""The model registry: immutable, numbered model versions with lineage and sha256s, plus movable aliases.
+
+Layout in the object store (local folder or S3 bucket):
+    models/<name>/versions/v<N>/files/<file>   the model directory's files, as uploaded
+    models/<name>/versions/v<N>/version.json   the record: sha256 of every file, lineage, metrics, creation time
+    models/<name>/aliases/<alias>.json         {"version": "v<N>"}: `production`, `staging`, ...
+
+The record is written last, after every file: a version without it does not exist (an interrupted upload is never
+listed or pulled, and its number is simply skipped). Every pull re-checks each file's sha256 against the record.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aimass.atomic import atomic_directory
+from aimass.errors import AimassError, ArtifactIntegrityError
+from aimass.integrity import read_verified_manifest, sha256_file
+from aimass.config import AimassConfig
+from aimass.object_store import LocalStore, ObjectStore, S3Store, validate_key
+
+RECORD_FILE = "version.json"
+_VERSION = re.compile(r"^v(\d+)$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class RegistryError(AimassError):
+    """A registry operation was refused: unknown version or alias, or an invalid name."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str  # v1, v2, ...
+    created_at: str  # UTC, ISO 8601
+    files: dict[str, str]  # relative path -> sha256
+    lineage: dict[str, str] = field(default_factory=dict)  # data md5, git commit, run id/name
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent_version: str | None = None
+
+
+class ModelRegistry:
+    def __init__(self, store: ObjectStore, model_name: str):
+        self.store = store
+        self.model_name = model_name
+        self.prefix = validate_key(f"models/{model_name}")
+
+    # ---- versions ----
+
+    def push(self, model_dir: Path, metrics: dict[str, float] | None = None,
+             parent_version: str | None = None) -> ModelVersion:
+        """Upload a verified model directory as the next version.
+
+        Raises:
+            ArtifactIntegrityError: the directory's own manifest does not match its files (nothing is uploaded).
+            ObjectStoreError: the store failed; the version is then not visible.
+        """
+        manifest = read_verified_manifest(model_dir)  # never publish bytes that are already wrong
+        card = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").is_file() else {}
+        files = {name: sha256_file(model_dir / name) for name in [*manifest["sha256"], "manifest.json"]}
+        version = self._next_version()
+        for name in sorted(files):
+            self.store.upload(f"{self._version_prefix(version)}/files/{validate_key(name)}", model_dir / name)
+        record = ModelVersion(
+            name=self.model_name, version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            files=files, lineage=dict(card.get("lineage", {})), metrics=dict(metrics or {}),
+            parent_version=parent_version)
+        self.store.write(f"{self._version_prefix(version)}/{RECORD_FILE}",
+                         json.dumps(asdict(record), indent=2, sort_keys=True).encode())
+        return record
+
+    def versions(self) -> list[ModelVersion]:
+        records = [key for key in self.store.list(f"{self.prefix}/versions/") if key.endswith(f"/{RECORD_FILE}")]
+        parsed = [ModelVersion(**json.loads(self.store.read(key))) for key in records]
+        return sorted(parsed, key=lambda record: int(record.version[1:]))
+
+    def get(self, version_or_alias: str) -> ModelVersion:
+        version = self.resolve(version_or_alias)
+        key = f"{self._version_prefix(version)}/{RECORD_FILE}"
+        if not self.store.exists(key):
+            raise RegistryError(f"{self.model_name} has no version {version}; `aimass models list` shows them")
+        return ModelVersion(**json.loads(self.store.read(key)))
+
+    def pull(self, version_or_alias: str, target_dir: Path) -> ModelVersion:
+        """Download a version into `target_dir` (replaced atomically) after checking every file's sha256.
+
+        Raises:
+            ArtifactIntegrityError: a downloaded file differs from the sha256 recorded at push time.
+        """
+        record = self.get(version_or_alias)
+        with atomic_directory(target_dir) as staging:
+            for name, expected in sorted(record.files.items()):
+                local = staging / name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.store.download(f"{self._version_prefix(record.version)}/files/{validate_key(name)}", local)
+                actual = sha256_file(local)
+                if actual != expected:
+                    raise ArtifactIntegrityError(
+                        f"{self.model_name} {record.version}: {name} has sha256 {actual}, but {expected} was "
+                        f"recorded when it was pushed; refusing the download from {self.store.description}")
+        return record
+
+    # ---- aliases ----
+
+    def promote(self, version_or_alias: str, alias: str) -> ModelVersion:
+        """Point `alias` at a version (aliases move; versions never change)."""
+        if not _ALIAS.match(alias):
+            raise RegistryError(f"invalid alias {alias!r}: lowercase letters, digits and '-', starting with a letter")
+        record = self.get(version_or_alias)
+        self.store.write(f"{self.prefix}/aliases/{alias}.json", json.dumps({"version": record.version}).encode())
+        return record
+
+    def aliases(self) -> dict[str, str]:
+        keys = self.store.list(f"{self.prefix}/aliases/")
+        return {Path(key).stem: json.loads(self.store.read(key))["version"] for key in keys}
+
+    def resolve(self, version_or_alias: str) -> str:
+        if _VERSION.match(version_or_alias):
+            return version_or_alias
+        alias_key = f"{self.prefix}/aliases/{validate_key(version_or_alias)}.json"
+        if not self.store.exists(alias_key):
+            raise RegistryError(f"{version_or_alias!r} is neither a version (v1, v2, ...) nor an alias of "
+                                f"{self.model_name}")
+        return json.loads(self.store.read(alias_key))["version"]
+
+    # ---- internals ----
+
+    def _version_prefix(self, version: str) -> str:
+        return f"{self.prefix}/versions/{version}"
+
+    def _next_version(self) -> str:
+        # Numbers of interrupted uploads count as taken, so a retried push never reuses a half-written prefix.
+        numbers = [int(match.group(1)) for key in self.store.list(f"{self.prefix}/versions/")
+                   if (match := _VERSION.match(key.split("/")[3]))]
+        return f"v{max(numbers, default=0) + 1}"
+
+
+def open_registry(config: AimassConfig) -> ModelRegistry:
+    """The registry `config.registry` describes (local folder by default)."""
+    settings = config.registry
+    if settings.backend == "local":
+        store: ObjectStore = LocalStore(Path(config.data.repo_dir) / settings.local_dir)
+    else:
+        s3 = S3Store(settings.s3_endpoint, settings.s3_bucket, secure=settings.s3_secure)
+        s3.ensure_bucket()
+        store = s3
+    return ModelRegistry(store, settings.model_name)
