@@ -8,6 +8,8 @@ Examples:
     aimass config show --profile full       # the resolved configuration as JSON
     aimass models list                      # model versions in the registry, with their aliases
     aimass models promote v3 --alias production
+    aimass release deploy production        # a new release revision serving that version
+    aimass release rollback --to 2          # serve revision 2's model again, as a new revision
 """
 from __future__ import annotations
 
@@ -90,6 +92,28 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_repo_argument(command)
         command.set_defaults(handler=handler)
 
+    release = commands.add_parser("release", help="deploy, roll back and inspect releases (Helm semantics)",
+                                  description="Every deploy or rollback is a new numbered revision recording the "
+                                              "model version, its lineage, who triggered it and when.")
+    release_commands = release.add_subparsers(title="release commands", metavar="COMMAND")
+    deploy = release_commands.add_parser("deploy", help="serve a model version as a new revision",
+                                         description="Create a revision serving VERSION (v<N> or an alias).")
+    deploy.add_argument("version", help="v<N> or an alias such as production")
+    rollback = release_commands.add_parser("rollback", help="serve an earlier revision's model again",
+                                           description="Create a revision serving the model of revision --to "
+                                                       "(default: the one before the current), as helm rollback.")
+    rollback.add_argument("--to", type=int, default=None, metavar="REVISION")
+    history = release_commands.add_parser("history", help="every revision, oldest first",
+                                          description="List every revision of the release.")
+    status = release_commands.add_parser("status", help="the deployed revision and where its model came from",
+                                         description="Print the deployed revision with the model's lineage.")
+    for command, handler in ((deploy, _release_deploy), (rollback, _release_rollback), (history, _release_history),
+                             (status, _release_status)):
+        _add_config_arguments(command)
+        _add_repo_argument(command)
+        command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
+        command.set_defaults(handler=handler)
+
     config = commands.add_parser("config", help="inspect the configuration",
                                  description="Inspect the resolved configuration.")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
@@ -164,8 +188,9 @@ def _registry(args: argparse.Namespace):
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from aimass.terminal import console
 
     registry = _registry(args)
     aliases_by_version: dict[str, list[str]] = {}
@@ -179,7 +204,7 @@ def _models_list(args: argparse.Namespace) -> int:
         table.add_row(record.version, record.created_at, "" if accuracy is None else f"{accuracy:.4f}",
                       record.lineage.get("data_md5", "")[:12], record.lineage.get("git_commit", "")[:12],
                       ", ".join(sorted(aliases_by_version.get(record.version, []))))
-    Console(soft_wrap=True).print(table)
+    console().print(table)
     return 0
 
 
@@ -194,6 +219,56 @@ def _models_show(args: argparse.Namespace) -> int:
 def _models_promote(args: argparse.Namespace) -> int:
     record = _registry(args).promote(args.version, args.alias)
     print(f"{args.alias} -> {record.version}")
+    return 0
+
+
+def _release_backend(args: argparse.Namespace):
+    from aimass.registry import open_registry
+    from aimass.releases import open_release_backend
+
+    config = _load_config(args, args.repo.resolve())
+    return open_release_backend(config, open_registry(config))
+
+
+def _trigger(args: argparse.Namespace) -> str:
+    from aimass.releases import default_trigger
+
+    return args.triggered_by or default_trigger()
+
+
+def _print_revision(revision) -> None:
+    lineage = ", ".join(f"{key} {value}" for key, value in sorted(revision.lineage.items()))
+    print(f"revision {revision.revision}: {revision.model_name} {revision.model_version} ({revision.status}, "
+          f"{revision.description}, by {revision.triggered_by} at {revision.updated_at}); lineage: {lineage}")
+
+
+def _release_deploy(args: argparse.Namespace) -> int:
+    _print_revision(_release_backend(args).deploy(args.version, _trigger(args)))
+    return 0
+
+
+def _release_rollback(args: argparse.Namespace) -> int:
+    _print_revision(_release_backend(args).rollback(args.to, _trigger(args)))
+    return 0
+
+
+def _release_history(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from aimass.terminal import console
+
+    table = Table(title="release history", title_justify="left")
+    for column in ("revision", "updated (UTC)", "status", "model version", "description", "triggered by"):
+        table.add_column(column)
+    for revision in _release_backend(args).history():
+        table.add_row(str(revision.revision), revision.updated_at, revision.status, revision.model_version,
+                      revision.description, revision.triggered_by)
+    console().print(table)
+    return 0
+
+
+def _release_status(args: argparse.Namespace) -> int:
+    _print_revision(_release_backend(args).status())
     return 0
 
 

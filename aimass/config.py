@@ -185,6 +185,12 @@ class RegistryConfig(_Section):
     model_name: str = Field("fashion-mnist-classifier", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
+class ReleaseConfig(_Section):
+    backend: Literal["embedded"] = Field("embedded", description="the Helm backend comes with the Kubernetes issue")
+    name: str = Field("aimass-serving", pattern=r"^[a-z0-9][a-z0-9-]{0,52}$", description="release name")
+    state_dir: str = Field("releases", description="embedded backend's history folder, relative to data.repo_dir")
+
+
 class KubernetesConfig(_Section):
     """Compile-time settings for the cluster; they change the compiled YAML, not local runs."""
 
@@ -209,6 +215,7 @@ class AimassConfig(_Section):
     compress: CompressConfig = CompressConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    release: ReleaseConfig = ReleaseConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
 
     @model_validator(mode="after")

@@ -7,13 +7,14 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from aimass import terminal
 from aimass.pipelines.local_run import LocalRunResult
 
 _STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "bold red", "not run": "dim"}
 
 
 def print_run_summary(result: LocalRunResult, console: Console | None = None) -> None:
-    console = console or Console(soft_wrap=True)
+    console = console or terminal.console()
     steps = Table(title="aimass run", title_justify="left")
     steps.add_column("step")
     steps.add_column("status")

@@ -7,7 +7,8 @@ from aimass.cli import main
 from conftest import init_dvc_repo
 
 COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"], ["models"],
-            ["models", "list"], ["models", "show"], ["models", "promote"]]
+            ["models", "list"], ["models", "show"], ["models", "promote"], ["release"], ["release", "deploy"],
+            ["release", "rollback"], ["release", "history"], ["release", "status"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "aimass")
@@ -74,3 +75,23 @@ def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, 
 def test_models_show_of_an_unknown_version_is_one_clear_line(tmp_path, capsys):
     assert main(["models", "show", "v9", "--repo", str(tmp_path)]) == 1
     assert "has no version v9" in capsys.readouterr().err
+
+
+def test_release_commands_deploy_roll_back_and_show_lineage(tmp_path, tiny_teacher, capsys):
+    from aimass.object_store import LocalStore
+    from aimass.registry import ModelRegistry
+
+    registry = ModelRegistry(LocalStore(tmp_path / "model-registry"), "fashion-mnist-classifier")
+    registry.push(tiny_teacher[0])
+    registry.push(tiny_teacher[0])
+    repo = ["--repo", str(tmp_path), "--triggered-by", "ci"]
+    assert main(["release", "deploy", "v1", *repo]) == 0
+    assert main(["release", "deploy", "v2", *repo]) == 0
+    assert main(["release", "rollback", *repo]) == 0
+    capsys.readouterr()
+    assert main(["release", "status", *repo]) == 0
+    status = capsys.readouterr().out
+    assert status.startswith("revision 3: fashion-mnist-classifier v1 (deployed, Rollback to 1, by ci")
+    assert "data_md5 " + "d" * 32 + ".dir" in status
+    assert main(["release", "history", *repo]) == 0
+    assert "Rollback to 1" in capsys.readouterr().out
