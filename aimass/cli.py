@@ -72,6 +72,21 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="output file (default: pipelines/compiled/training_pipeline.yaml)")
     compile_.set_defaults(handler=_compile)
 
+    _add_models_commands(commands)
+    _add_release_commands(commands)
+
+    config = commands.add_parser("config", help="inspect the configuration",
+                                 description="Inspect the resolved configuration.")
+    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
+    show = config_commands.add_parser("show", help="print the resolved configuration as JSON",
+                                      description="Print the configuration a run would use, after the profile "
+                                                  "and --set overrides, as JSON.")
+    _add_config_arguments(show)
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+def _add_models_commands(commands) -> None:
     models = commands.add_parser("models", help="the model registry: versions and aliases",
                                  description="Inspect the model registry (registry.* settings; local folder by "
                                              "default) and move aliases.")
@@ -92,6 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_repo_argument(command)
         command.set_defaults(handler=handler)
 
+
+def _add_release_commands(commands) -> None:
     release = commands.add_parser("release", help="deploy, roll back and inspect releases (Helm semantics)",
                                   description="Every deploy or rollback is a new numbered revision recording the "
                                               "model version, its lineage, who triggered it and when.")
@@ -113,16 +130,6 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_repo_argument(command)
         command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
         command.set_defaults(handler=handler)
-
-    config = commands.add_parser("config", help="inspect the configuration",
-                                 description="Inspect the resolved configuration.")
-    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
-    show = config_commands.add_parser("show", help="print the resolved configuration as JSON",
-                                      description="Print the configuration a run would use, after the profile "
-                                                  "and --set overrides, as JSON.")
-    _add_config_arguments(show)
-    show.set_defaults(handler=_config_show)
-    return parser
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, default_profile: str = "quick") -> None:
