@@ -102,10 +102,8 @@ def _add_models_commands(commands) -> None:
                                                     "Versions never change; aliases move.")
     promote.add_argument("version", help="v<N> or an alias")
     promote.add_argument("--alias", required=True, help="e.g. production")
-    for command, handler in ((models_list, _models_list), (show_version, _models_show), (promote, _models_promote)):
-        _add_config_arguments(command)
-        _add_repo_argument(command)
-        command.set_defaults(handler=handler)
+    _wire_repository_commands([(models_list, _models_list), (show_version, _models_show),
+                               (promote, _models_promote)])
 
 
 def _add_release_commands(commands) -> None:
@@ -124,11 +122,18 @@ def _add_release_commands(commands) -> None:
                                           description="List every revision of the release.")
     status = release_commands.add_parser("status", help="the deployed revision and where its model came from",
                                          description="Print the deployed revision with the model's lineage.")
-    for command, handler in ((deploy, _release_deploy), (rollback, _release_rollback), (history, _release_history),
-                             (status, _release_status)):
+    commands_and_handlers = [(deploy, _release_deploy), (rollback, _release_rollback),
+                             (history, _release_history), (status, _release_status)]
+    for command, _ in commands_and_handlers:
+        command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
+    _wire_repository_commands(commands_and_handlers)
+
+
+def _wire_repository_commands(commands_and_handlers) -> None:
+    """Commands that act on the registry or releases of a repository take --profile/--set and --repo."""
+    for command, handler in commands_and_handlers:
         _add_config_arguments(command)
         _add_repo_argument(command)
-        command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
         command.set_defaults(handler=handler)
 
 

@@ -71,13 +71,20 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def upload(self, key: str, source: Path) -> None:
+    def _replace(self, key: str, write) -> None:
+        """Write through a hidden staging file beside the target, then rename it into place."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as staging:
+            write(staging)
+        os.replace(staging.name, target)
+
+    def upload(self, key: str, source: Path) -> None:
+        def copy(staging) -> None:
             with open(source, "rb") as stream:
                 shutil.copyfileobj(stream, staging)
-        os.replace(staging.name, target)
+
+        self._replace(key, copy)
 
     def download(self, key: str, target: Path) -> None:
         source = self._path(key)
@@ -92,12 +99,7 @@ class LocalStore(ObjectStore):
         return path.read_bytes()
 
     def write(self, key: str, data: bytes) -> None:
-        with tempfile.NamedTemporaryFile(delete=False) as staging:
-            staging.write(data)
-        try:
-            self.upload(key, Path(staging.name))
-        finally:
-            Path(staging.name).unlink(missing_ok=True)
+        self._replace(key, lambda staging: staging.write(data))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

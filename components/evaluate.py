@@ -6,7 +6,6 @@ Two pure decisions, each collecting every reason before deciding, so a choice or
     decide_gate       the chosen model's test metrics against the absolute thresholds; the pipeline consumes its
                       `passed` output with dsl.If
 """
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple

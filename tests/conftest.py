@@ -6,7 +6,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from aimass.components.ingest import ingest
@@ -59,7 +58,7 @@ def tiny_splits_dir(tmp_path_factory, tiny_config) -> Path:
     return output
 
 
-# Python source for a child process: from here on, any unpickling (pickle.load(s), or torch.load without
+# Python source for a child process: from here on, any unpickling (pickle's load functions, or torch.load without
 # weights_only, which goes through pickle.Unpickler) raises instead of running.
 FORBID_UNPICKLING = """
 import pickle
@@ -102,7 +101,3 @@ def make_data_repo(tmp_path, data_repo) -> Callable[[Callable[[dict[str, ImageSe
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
-
-
-def first_indices_of_class(labels: np.ndarray, label: int, count: int) -> np.ndarray:
-    return np.flatnonzero(labels == label)[:count]

@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import torch
 
 from aimass.architecture import build_classifier, images_to_tensor, predict_logits
 from aimass.components.compress import (
-    DYNAMIC_INT8_BACKEND, ModelProfile, _dynamic_int8, compress, distillation_loss, prunable_layers,
+    DYNAMIC_INT8_BACKEND, _dynamic_int8, compress, distillation_loss, prunable_layers,
     prune_channels, prune_unstructured, quantize_int8, read_profiles)
 from aimass.config import ModelConfig, load_config
 from aimass.dataset import load_image_sets

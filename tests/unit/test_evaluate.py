@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from aimass.components.evaluate import Evaluation, decide_gate, evaluate, score_predictions
 from aimass.config import GateConfig, load_config
