@@ -191,6 +191,28 @@ class ReleaseConfig(_Section):
     state_dir: str = Field("releases", description="embedded backend's history folder, relative to data.repo_dir")
 
 
+class ServingConfig(_Section):
+    """The OIP v2 model server (`aimass serve`) and the deploy stage's smoke test against it.
+    The bearer token comes from $AIMASS_SERVING_TOKEN or `token_file`, never from this config."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    token_file: str | None = Field(None, description="file holding the bearer token (e.g. a mounted Secret)")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="larger request bodies get 413")
+    max_images_per_request: int = Field(1024, ge=1)
+    dynamic_batching: bool = Field(False, description="merge concurrent requests into one forward pass")
+    max_batch_size: int = Field(32, ge=1, description="images per merged forward pass")
+    max_batch_delay_ms: float = Field(2.0, ge=0, description="how long the first request waits for company")
+    inference_threads: int = Field(1, ge=1, description="threads running forward passes (each with 1 torch thread)")
+    poll_seconds: float = Field(0.25, gt=0, le=60, description="how often the server checks the release pointer")
+    load_retry_seconds: float = Field(30.0, gt=0, description="wait before retrying a version that failed to load")
+    cache_dir: str = Field("serving-cache", description="pulled model versions, relative to data.repo_dir")
+    url: str | None = Field(None, description="base URL of the served model for the deploy smoke test; "
+                                              "none starts a local server following the release")
+    smoke_test_images: int = Field(1000, ge=10, description="held-out test images the deploy smoke test sends")
+    ready_timeout_seconds: float = Field(60.0, gt=0, description="how long deploy waits for the new version")
+
+
 class KubernetesConfig(_Section):
     """Compile-time settings for the cluster; they change the compiled YAML, not local runs."""
 
@@ -216,6 +238,7 @@ class AimassConfig(_Section):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     release: ReleaseConfig = ReleaseConfig()
+    serving: ServingConfig = ServingConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
 
     @model_validator(mode="after")
@@ -247,6 +270,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "compress": {"calibration_images": 128, "distill_epochs": 1, "int8_runtime": "eager",
                      "latency_runs": 20, "throughput_runs": 3},
         "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4, "max_accuracy_drop": 0.05},
+        "serving": {"smoke_test_images": 200},
     },
     "quick": {},
     "full": {

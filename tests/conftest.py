@@ -1,6 +1,7 @@
 """Shared fixtures: a real DVC repository holding the real Fashion-MNIST import, and tiny splits and models."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -101,3 +102,22 @@ def make_data_repo(tmp_path, data_repo) -> Callable[[Callable[[dict[str, ImageSe
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server():
+    """A real S3 endpoint on 127.0.0.1 (moto's server); yields its host:port. Its state is process-wide, so each
+    test uses buckets of its own."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()

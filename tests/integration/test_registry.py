@@ -1,9 +1,9 @@
 """The model registry against both backends: a local folder, and a real S3 endpoint (moto's server on 127.0.0.1)
 spoken to with the real minio client."""
-import socket
 import uuid
 
 import pytest
+from conftest import free_port
 
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import sha256_file
@@ -11,23 +11,6 @@ from aimass.object_store import LocalStore, ObjectStoreError, S3Store, validate_
 from aimass.registry import ModelRegistry, RegistryError
 
 MODEL = "fashion-mnist-classifier"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 def s3_store(endpoint: str) -> S3Store:
