@@ -10,6 +10,8 @@ Examples:
     aimass models promote v3 --alias production
     aimass release deploy production        # a new release revision serving that version
     aimass release rollback --to 2          # serve revision 2's model again, as a new revision
+    aimass serve                            # OIP v2 server on :8080 following the release
+    aimass serve --model-version v3 --set serving.dynamic_batching=true
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_models_commands(commands)
     _add_release_commands(commands)
+    _add_serve_command(commands)
 
     config = commands.add_parser("config", help="inspect the configuration",
                                  description="Inspect the resolved configuration.")
@@ -127,6 +130,22 @@ def _add_release_commands(commands) -> None:
     for command, _ in commands_and_handlers:
         command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
     _wire_repository_commands(commands_and_handlers)
+
+
+def _add_serve_command(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve the released model over the Open Inference Protocol v2 (REST)",
+        description="Serve /v2/health/{live,ready}, /v2/models/NAME[/ready|/infer] and /metrics. By default the "
+                    "server follows the release: each new revision's model is pulled, sha256-checked, warmed up "
+                    "and swapped in while requests keep flowing. A bearer token is required when "
+                    "$AIMASS_SERVING_TOKEN or serving.token_file is set. Settings: serving.* (aimass config show).")
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--model-version", default=None, metavar="VERSION",
+                        help="serve this registry version or alias only, ignoring the release")
+    source.add_argument("--model-dir", type=Path, default=None, help="serve this model directory as it is")
+    serve.add_argument("--host", default=None, help="address to listen on (default: serving.host)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: serving.port; 0 = any free port)")
+    _wire_repository_commands([(serve, _serve)])
 
 
 def _wire_repository_commands(commands_and_handlers) -> None:
@@ -281,6 +300,18 @@ def _release_history(args: argparse.Namespace) -> int:
 
 def _release_status(args: argparse.Namespace) -> int:
     _print_revision(_release_backend(args).status())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aimass.serving import open_model_source, serve_forever
+
+    config = _load_config(args, args.repo.resolve())
+    listen = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
+    source = open_model_source(config, args.model_version, args.model_dir)
+    serve_forever(config, source, lambda url: print(
+        f"serving {config.registry.model_name} at {url}/v2/models/{config.registry.model_name}/infer", flush=True))
     return 0
 
 

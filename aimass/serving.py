@@ -490,10 +490,11 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve_forever(config: AimassConfig, source: ModelSource, on_listening: Callable[[str], None] = print) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
-    torch.set_num_threads(1)  # batch-1 forward passes gain nothing from intra-op threads; see PERFORMANCE.md
     settings = config.serving
     app = create_app(config.registry.model_name, source, settings, read_token(settings))
     sock = _bind(settings.host, settings.port)
+    sock.listen(2048)  # connections made before the first model is loaded wait instead of being refused
+    torch.set_num_threads(1)  # batch-1 forward passes gain nothing from intra-op threads; see PERFORMANCE.md
     on_listening(f"http://{settings.host}:{sock.getsockname()[1]}")
     _uvicorn_server(app).run(sockets=[sock])
 

@@ -1,6 +1,10 @@
 """The model server over real HTTP (uvicorn on 127.0.0.1), following a real release history and registry."""
 import asyncio
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -318,3 +322,31 @@ def test_a_model_directory_can_be_served_as_is(tiny_teacher, config, test_images
 
     with running_server(MODEL, DirectorySource(tiny_teacher[0]), config.serving) as running:
         assert served_version(running.url, test_images[0]) == "local"
+
+
+# ---- the command ----
+
+def test_aimass_serve_answers_until_sigterm(config, releases, test_images):
+    releases.deploy("v1", "test")
+    command = [sys.executable, "-m", "aimass.cli", "serve", "--profile", "tiny", "--port", "0",
+               "--repo", config.data.repo_dir]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            url = re.search(r"at (http://\S+)/v2/models/", server.stdout.readline()).group(1)
+            assert served_version(url, test_images[0]) == "v1"
+        finally:
+            server.send_signal(signal.SIGTERM)
+        # uvicorn finishes requests in flight, then re-raises the signal: the exit status says SIGTERM ended it
+        assert server.wait(timeout=30) == -signal.SIGTERM
+        assert "Traceback" not in server.stderr.read()
+
+
+def test_aimass_serve_on_a_busy_port_says_so(config, releases, capsys):
+    from aimass.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--profile", "tiny", "--port", str(busy.getsockname()[1]),
+                     "--repo", config.data.repo_dir]) == 1
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from conftest import init_dvc_repo
 
 COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"], ["models"],
             ["models", "list"], ["models", "show"], ["models", "promote"], ["release"], ["release", "deploy"],
-            ["release", "rollback"], ["release", "history"], ["release", "status"]]
+            ["release", "rollback"], ["release", "history"], ["release", "status"], ["serve"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "aimass")
