@@ -144,9 +144,8 @@ def _tensor_values(tensor: dict[str, Any], binary: bytes | None, dtype: type, ex
         raise InvalidRequest('"data" must hold numbers only, as a flat or nested list') from None
     if values.size != expected:
         raise InvalidRequest(f'"data" holds {values.size} values, but the shape asks for {expected}')
-    if dtype is np.uint8:
-        if values.min() < 0 or values.max() > 255:
-            raise InvalidRequest("UINT8 pixels must be between 0 and 255")
+    if dtype is np.uint8 and (values.min() < 0 or values.max() > 255):
+        raise InvalidRequest("UINT8 pixels must be between 0 and 255")
     return values.astype(dtype)
 
 

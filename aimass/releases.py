@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aimass.config import AimassConfig
@@ -27,6 +27,7 @@ from aimass.registry import ModelRegistry
 
 DEPLOYED = "deployed"
 SUPERSEDED = "superseded"
+UNINSTALLED = "uninstalled"
 
 
 class ReleaseError(AimassError):
@@ -39,7 +40,7 @@ class Revision:
     model_name: str
     model_version: str
     lineage: dict[str, str]
-    status: str  # deployed (exactly one revision) or superseded
+    status: str  # deployed (at most one revision), superseded, or uninstalled
     description: str  # "Install complete", "Upgrade complete", "Rollback to 3"
     triggered_by: str  # who or what: "alice@laptop", "pipeline run aimass-training-..."
     updated_at: str  # UTC, ISO 8601
@@ -51,6 +52,10 @@ class ReleaseBackend(ABC):
 
     @abstractmethod
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision: ...
+
+    @abstractmethod
+    def uninstall(self, triggered_by: str) -> Revision:
+        """Stop serving (history kept, as `helm uninstall --keep-history`): what a failed first install leaves."""
 
     @abstractmethod
     def history(self) -> list[Revision]: ...
@@ -76,12 +81,12 @@ class EmbeddedReleaseBackend(ReleaseBackend):
     def deploy(self, model_version: str, triggered_by: str) -> Revision:
         record = self.registry.get(model_version)  # refuses unknown versions before anything changes
         with self._locked_history() as revisions:
-            description = "Upgrade complete" if revisions else "Install complete"
+            description = "Upgrade complete" if _deployed(revisions) else "Install complete"
             return self._append(revisions, record.version, record.lineage, description, triggered_by)
 
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:
         with self._locked_history() as revisions:
-            current = next((r for r in reversed(revisions) if r.status == DEPLOYED), None)
+            current = _deployed(revisions)
             if current is None:
                 raise ReleaseError("nothing is deployed yet, so there is nothing to roll back")
             target_number = to_revision if to_revision is not None else current.revision - 1
@@ -91,6 +96,16 @@ class EmbeddedReleaseBackend(ReleaseBackend):
                 raise ReleaseError(f"no revision {target_number} to roll back to; revisions: {known}")
             return self._append(revisions, target.model_version, target.lineage,
                                 f"Rollback to {target.revision}", triggered_by)
+
+    def uninstall(self, triggered_by: str) -> Revision:
+        with self._locked_history() as revisions:
+            current = _deployed(revisions)
+            if current is None:
+                raise ReleaseError("nothing is deployed, so there is nothing to uninstall")
+            uninstalled = replace(current, status=UNINSTALLED, description="Uninstallation complete",
+                                  triggered_by=triggered_by, updated_at=_now())
+            revisions[revisions.index(current)] = uninstalled
+            return uninstalled
 
     def history(self) -> list[Revision]:
         if not self.path.is_file():
@@ -103,7 +118,7 @@ class EmbeddedReleaseBackend(ReleaseBackend):
         revision = Revision(
             revision=len(revisions) + 1, model_name=self.registry.model_name, model_version=version,
             lineage=dict(lineage), status=DEPLOYED, description=description, triggered_by=triggered_by,
-            updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            updated_at=_now())
         revisions.append(revision)
         return revision
 
@@ -119,6 +134,14 @@ class EmbeddedReleaseBackend(ReleaseBackend):
             with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False) as staging:
                 json.dump([asdict(r) for r in revisions], staging, indent=2)
             os.replace(staging.name, self.path)
+
+
+def _deployed(revisions: list[Revision]) -> Revision | None:
+    return next((r for r in reversed(revisions) if r.status == DEPLOYED), None)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def open_release_backend(config: AimassConfig, registry: ModelRegistry) -> ReleaseBackend:

@@ -44,5 +44,12 @@ def print_run_summary(result: LocalRunResult, console: Console | None = None) ->
     blessed = result.artifact("bless-model", "blessed")
     if blessed is not None:
         console.print(f"blessed model: {blessed['uri']}")
+    smoke = result.artifact("deploy", "smoke_metrics")
+    if smoke is not None:
+        values = smoke["metadata"]
+        console.print(f"deployed: {values['model_version']} as release revision {int(values['release_revision'])}; "
+                      f"the served model answered {int(values['smoke_test_images'])} held-out images over HTTP "
+                      f"with accuracy {values['smoke_test_accuracy']:.4f}")
+        console.print("serve it: [bold]aimass serve[/] (then POST to /v2/models/<name>/infer; see the README)")
     if result.run_dir is not None:
         console.print(f"artifacts: {result.run_dir}")

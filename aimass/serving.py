@@ -176,7 +176,7 @@ class ModelHolder:
         the current model serving and is reported."""
         try:
             wanted = self.source.wanted()
-        except Exception as error:  # the store or release backend is unreachable: keep serving what we have
+        except Exception as error:  # noqa: BLE001 (store or release backend unreachable: keep serving)
             self._report(f"cannot tell which model to serve: {error}")
             return
         current = self.current
@@ -191,7 +191,7 @@ class ModelHolder:
             return
         try:
             served = load_served_model(self.model_name, wanted.version, wanted.revision, wanted.fetch())
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (whatever breaks the new model, the old one keeps serving)
             self._failed_at[key] = time.monotonic()
             self.metrics.model_loads.labels(outcome="failure").inc()
             keeping = f"; still serving {current.version}" if current else ""
@@ -305,7 +305,8 @@ class Predictor:
             try:
                 merged = np.concatenate([images for images, _ in pending])
                 probabilities = await loop.run_in_executor(self.executor, served.predict, merged)
-            except Exception as error:  # a bug, not bad input (inputs were validated): fail these requests only
+            # Inputs were validated, so this is a bug: fail these requests, keep the batcher alive.
+            except Exception as error:  # noqa: BLE001
                 for _, answer in pending:
                     answer.set_exception(error)
                 continue

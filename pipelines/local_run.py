@@ -17,7 +17,8 @@ from kfp import local
 from aimass.config import AimassConfig
 from aimass.pipelines.training import PIPELINE_NAME, build_training_pipeline
 
-STEP_ORDER = ("ingest", "validate-data", "augment", "train", "compress", "evaluate", "bless-model", "reject-model")
+STEP_ORDER = ("ingest", "validate-data", "augment", "train", "compress", "evaluate", "bless-model", "deploy",
+              "reject-model")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\w+)")
@@ -39,7 +40,7 @@ class LocalRunResult:
     @property
     def succeeded(self) -> bool:
         return bool(self.steps) and all(s.status in ("SUCCESS", "not run") for s in self.steps) and \
-            any(s.name == "bless-model" and s.status == "SUCCESS" for s in self.steps)
+            any(s.name == "deploy" and s.status == "SUCCESS" for s in self.steps)
 
     @property
     def failed_step(self) -> str | None:

@@ -1,8 +1,7 @@
 """The aimass training DAG:
-ingest -> validate_data -> augment -> train -> compress -> evaluate -> (gate) bless | reject.
+ingest -> validate_data -> augment -> train -> compress -> evaluate -> (gate) bless -> deploy | reject.
 
-This file only wires stages. Each stage's work lives in `components/<stage>.py`; later stages (deployment) slot in
-between the banners below without touching the others.
+This file only wires stages. Each stage's work lives in `components/<stage>.py`.
 
 Parameters of the compiled pipeline:
     config_json: the resolved AimassConfig as JSON; the compiled default is the `full` profile.
@@ -12,6 +11,7 @@ from kfp import dsl, kubernetes
 
 from aimass.components.augment import augment_component
 from aimass.components.compress import compress_component
+from aimass.components.deploy import deploy_component
 from aimass.components.evaluate import evaluate_component
 from aimass.components.ingest import ingest_component
 from aimass.components.promote import bless_model_component, reject_model_component
@@ -38,7 +38,8 @@ def build_training_pipeline(default_config: AimassConfig):
     """The pipeline with `default_config` as its default parameters and its Kubernetes settings compiled in."""
     cluster = default_config.kubernetes
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned Fashion-MNIST version, train a CNN, gate it.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned Fashion-MNIST version, train and compress "
+                                                  "a CNN, gate it, deploy it behind the model server.")
     def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown"):
         # ---- Data stage ----
         ingest = ingest_component(config_json=config_json).set_display_name("ingest")
@@ -72,11 +73,19 @@ def build_training_pipeline(default_config: AimassConfig):
             bless = bless_model_component(teacher=train.outputs["model"], candidates=compress.outputs["candidates"],
                                           chosen=evaluate.outputs["chosen"], reasons=evaluate.outputs["reasons"])
             bless.set_display_name("bless model")
+
+            # ---- Deployment stage ----
+            deploy = deploy_component(config_json=config_json, blessed=bless.outputs["blessed"],
+                                      splits=ingest.outputs["splits"], gate_metrics=evaluate.outputs["metrics"],
+                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).set_display_name("deploy")
+            deploy.set_caching_options(False)  # a release must happen on every run that reaches it
         with dsl.Else(name="gate-rejected"):
             reject = reject_model_component(reasons=evaluate.outputs["reasons"]).set_display_name("reject model")
 
         for task in (ingest, validate, augment, evaluate, bless, reject):
             _request_resources(task, cluster.cpu_request, cluster.memory_request)
+        deploy.set_cpu_request(cluster.cpu_request).set_memory_request(cluster.memory_request)
         for task in (train, compress):
             _request_resources(task, cluster.train_cpu_request, cluster.train_memory_request)
 

@@ -54,7 +54,7 @@ def test_every_task_requests_cpu_and_memory(compiled):
         assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], name
 
 
-def test_every_task_has_caching_enabled(compiled):
+def test_every_task_but_deploy_has_caching_enabled(compiled):
     def tasks(dag):
         for task in dag["tasks"].values():
             yield task
@@ -63,8 +63,11 @@ def test_every_task_has_caching_enabled(compiled):
     all_tasks = list(tasks(spec["root"]["dag"])) + [
         task for component in spec["components"].values() if "dag" in component
         for task in tasks(component["dag"])]
-    executed = [task for task in all_tasks if task["componentRef"]["name"].endswith("-component")]
-    assert len(executed) == 8 and all(task["cachingOptions"]["enableCache"] for task in executed)
+    executed = {task["componentRef"]["name"]: task for task in all_tasks
+                if task["componentRef"]["name"].endswith("-component")}
+    deploy = executed.pop("comp-deploy-component")
+    assert len(executed) == 8 and all(task["cachingOptions"]["enableCache"] for task in executed.values())
+    assert not deploy["cachingOptions"].get("enableCache")  # a cached deploy would release nothing
 
 
 def test_components_run_in_the_project_image_without_pip_installs(compiled):
@@ -82,7 +85,7 @@ def test_the_gpu_node_selector_can_be_changed_at_compile_time(tmp_path):
     assert train["nodeSelector"]["labels"] == {"cloud.example.com/accelerator": "h100"}
 
 
-def test_blessing_runs_only_when_the_gate_passed(compiled):
+def test_blessing_and_deployment_run_only_when_the_gate_passed(compiled):
     spec = documents(compiled)[0]
     assert "evaluate-component" in spec["root"]["dag"]["tasks"]["condition-branches-1"]["dependentTasks"]
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
@@ -90,4 +93,5 @@ def test_blessing_runs_only_when_the_gate_passed(compiled):
     condition = gate_passed["triggerPolicy"]["condition"]
     assert condition == "inputs.parameter_values['pipelinechannel--evaluate-component-passed'] == true"
     blessed_branch = spec["components"][gate_passed["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(blessed_branch) == ["bless-model-component"]
+    assert list(blessed_branch) == ["bless-model-component", "deploy-component"]
+    assert blessed_branch["deploy-component"]["dependentTasks"] == ["bless-model-component"]

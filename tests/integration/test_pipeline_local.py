@@ -24,7 +24,8 @@ def successful_run(tiny_config, tmp_path_factory):
 def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
     assert statuses(successful_run) == {
         "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "train": "SUCCESS",
-        "compress": "SUCCESS", "evaluate": "SUCCESS", "bless-model": "SUCCESS", "reject-model": "not run"}
+        "compress": "SUCCESS", "evaluate": "SUCCESS", "bless-model": "SUCCESS", "deploy": "SUCCESS",
+        "reject-model": "not run"}
     assert successful_run.succeeded
 
 
@@ -65,6 +66,25 @@ def test_ui_artifacts_are_written(successful_run):
     assert "Augmentation preview" in preview and "data:image/png;base64" in preview
     assert report.startswith("# Evaluation gate PASSED")
     assert "## Compression choice" in report
+
+
+def test_the_run_ends_with_a_deployed_answering_model(successful_run, tiny_config):
+    import httpx
+
+    from aimass.registry import open_registry
+    from aimass.releases import open_release_backend
+    from aimass.serving import ReleaseSource, running_server
+
+    revision = open_release_backend(tiny_config, open_registry(tiny_config)).status()
+    smoke = successful_run.artifact("deploy", "smoke_metrics")["metadata"]
+    assert smoke["model_version"] == revision.model_version and smoke["smoke_test_accuracy"] >= 0.5
+    assert revision.lineage["git_commit"] == "abc123"
+    assert revision.triggered_by.startswith("pipeline run aimass-training-")
+    with running_server(tiny_config.registry.model_name, ReleaseSource(tiny_config), tiny_config.serving) as server:
+        image = {"name": "images", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
+        answer = httpx.post(f"{server.url}/v2/models/{tiny_config.registry.model_name}/infer",
+                            json={"inputs": [image]}).json()
+    assert answer["model_version"] == revision.model_version and len(answer["outputs"][0]["data"]) == 1
 
 
 def test_bad_data_stops_the_dag_before_training(make_data_repo, tmp_path):

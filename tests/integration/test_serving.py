@@ -140,7 +140,7 @@ def test_dynamic_batching_answers_each_request_with_its_own_images(config, relea
 
         responses = asyncio.run(ask_concurrently())
         metrics = httpx.get(f"{running.url}/metrics").text
-    forward_passes = float(re.search(r"^aimass_inference_batch_images_count (\S+)$", metrics, re.M).group(1))
+    forward_passes = float(re.search(r"^aimass_inference_batch_images_count (\S+)$", metrics, re.MULTILINE).group(1))
     labels = [response.json()["outputs"][0]["data"][0] for response in responses]
     with running_server(MODEL, ReleaseSource(config), config.serving) as unbatched:
         expected = httpx.post(f"{unbatched.url}/v2/models/{MODEL}/infer", json=infer_json(images)).json()
@@ -253,8 +253,10 @@ def test_a_corrupted_artifact_is_refused_and_the_previous_version_keeps_serving(
     assert 'aimass_model_loads_total{outcome="failure"} 1.0' in httpx.get(f"{server.url}/metrics").text
 
 
-def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path, tiny_teacher, test_images,
-                                                                       monkeypatch):
+def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path, tiny_teacher, tiny_splits_dir,
+                                                                       test_images, monkeypatch):
+    from aimass.components.deploy import deploy
+
     from moto.server import ThreadedMotoServer
 
     monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
@@ -271,8 +273,8 @@ def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path,
     releases.deploy("v1", "test")
     with running_server(MODEL, ReleaseSource(config), config.serving) as running:
         store_server.stop()
-        with pytest.raises(ObjectStoreError, match="unreachable"):
-            releases.deploy("v1", "test")
+        with pytest.raises(ObjectStoreError, match=f"127.0.0.1:{port} is unreachable"):
+            deploy(config, tiny_teacher[0], tiny_splits_dir, {}, "test")
         time.sleep(0.3)  # several polls of the release pointer
         assert served_version(running.url, test_images[0]) == "v1"
     assert [r.revision for r in releases.history()] == [1]

@@ -72,3 +72,13 @@ def test_status_and_rollback_before_any_deploy_say_what_to_do(releases):
         releases.status()
     with pytest.raises(ReleaseError, match="nothing to roll back"):
         releases.rollback(None, "bob")
+
+
+def test_uninstall_keeps_the_history_and_the_next_deploy_is_an_install(releases):
+    releases.deploy("v1", "alice")
+    uninstalled = releases.uninstall("deploy smoke test")
+    with pytest.raises(ReleaseError, match="nothing is deployed"):
+        releases.status()
+    assert (uninstalled.status, uninstalled.description) == ("uninstalled", "Uninstallation complete")
+    assert releases.deploy("v2", "alice").description == "Install complete"
+    assert [r.revision for r in releases.history()] == [1, 2]

@@ -1,0 +1,204 @@
+"""deploy: publish the blessed model, release it, prove the served model answers well, or undo the release.
+
+Runs only under dsl.If(gate passed), after bless_model:
+    1. push the blessed model to the registry as a new immutable version (lineage, gate metrics, parent version);
+    2. create a release revision serving it (embedded backend locally; Helm on a cluster);
+    3. smoke-test the *served* model over HTTP: wait until the endpoint reports the new version, send held-out test
+       images, and require the accuracy gate's minimum and no failed request;
+    4. on success move the registry's `production` alias to it; on failure roll the release back to the revision
+       that served before (or uninstall a first install) and fail the step with the reasons.
+The endpoint is `serving.url` when set (the cluster's Service); otherwise a server is started here for the check,
+following the release exactly as `aimass serve` does.
+"""
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from aimass.components.base import project_component
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from aimass.config import AimassConfig
+from aimass.dataset import load_image_sets
+from aimass.errors import AimassError
+from aimass.model_artifact import load_model
+from aimass.registry import open_registry
+from aimass.releases import ReleaseBackend, ReleaseError, Revision, open_release_backend
+from aimass.reports import markdown_table
+from aimass.serving import ReleaseSource, read_token, running_server
+
+PRODUCTION_ALIAS = "production"
+SMOKE_BATCH = 100  # images per request: big enough to be quick, far below serving.max_images_per_request
+
+
+class DeployError(AimassError):
+    """The released model failed its smoke test; the release was rolled back."""
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    url: str
+    served_version: str
+    images: int
+    accuracy: float
+    failed_requests: list[str]  # "HTTP 503: ..." for each request that did not succeed
+    sample: list[tuple[str, str]]  # (true class, predicted class) for the first images
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    model_version: str
+    revision: Revision
+    smoke: SmokeTest
+
+    def markdown(self) -> str:
+        sample = markdown_table(["true class", "served model says"], self.smoke.sample)
+        lineage = ", ".join(f"{key} `{value}`" for key, value in sorted(self.revision.lineage.items()))
+        return (f"# Deployed {self.revision.model_name} {self.model_version} as revision {self.revision.revision}\n\n"
+                f"- smoke test at `{self.smoke.url}`: accuracy {self.smoke.accuracy:.4f} on {self.smoke.images} "
+                f"held-out images, served version {self.smoke.served_version}\n"
+                f"- alias `{PRODUCTION_ALIAS}` now points to {self.model_version}\n"
+                f"- lineage: {lineage}\n\n## First answers of the served model\n\n{sample}")
+
+
+def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metrics: dict[str, float],
+           triggered_by: str) -> DeployOutcome:
+    """Push, release and smoke-test the blessed model; roll back and raise DeployError when the test fails.
+
+    Raises:
+        DeployError: the served model failed the smoke test (the release was rolled back).
+        ObjectStoreError: the registry's store failed; nothing was released.
+    """
+    class_names = load_model(blessed_dir).card["class_names"]  # every sha256 checked before anything is published
+    registry = open_registry(config)
+    releases = open_release_backend(config, registry)
+    previous = _current_revision(releases)
+    record = registry.push(blessed_dir, metrics=gate_metrics,
+                           parent_version=previous.model_version if previous else None)
+    revision = releases.deploy(record.version, triggered_by)
+    try:
+        smoke = smoke_test_release(config, record.version, splits_dir, class_names)
+        failures = _smoke_failures(smoke, config.gate.min_accuracy)
+    except Exception as error:  # noqa: BLE001
+        # Not serving the model at all fails the smoke test as surely as low accuracy does.
+        smoke, failures = None, [f"the served model could not be checked: {error}"]
+    if failures:
+        undone = _undo(releases, previous, triggered_by)
+        raise DeployError(f"{record.version} (revision {revision.revision}) failed its smoke test: "
+                          f"{'; '.join(failures)}. {undone}")
+    registry.promote(record.version, PRODUCTION_ALIAS)
+    return DeployOutcome(record.version, revision, smoke)
+
+
+def smoke_test_release(config: AimassConfig, expected_version: str, splits_dir: Path,
+                       class_names: list[str]) -> SmokeTest:
+    """Send held-out test images to the endpoint serving the release, once it serves `expected_version`."""
+    settings = config.serving
+    token = read_token(settings)
+    with ExitStack() as stack:
+        url = settings.url
+        if url is None:
+            url = stack.enter_context(running_server(config.registry.model_name, ReleaseSource(config),
+                                                     settings, token)).url
+        client = stack.enter_context(httpx.Client(
+            base_url=url.rstrip("/"), timeout=30, headers={"Authorization": f"Bearer {token}"} if token else {}))
+        infer_path = f"/v2/models/{config.registry.model_name}/infer"
+        _wait_until_served(client, infer_path, expected_version, settings.ready_timeout_seconds)
+        test = load_image_sets(splits_dir)[0]["test"]
+        images, labels = test.images[:settings.smoke_test_images], test.labels[:settings.smoke_test_images]
+        predictions, failed, served_versions = [], [], set()
+        for start in range(0, len(images), SMOKE_BATCH):
+            response = client.post(infer_path, json=_infer_body(images[start:start + SMOKE_BATCH]))
+            if response.status_code != 200:
+                failed.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                predictions.extend([-1] * len(images[start:start + SMOKE_BATCH]))
+                continue
+            answer = response.json()
+            served_versions.add(answer["model_version"])
+            predictions.extend(next(o for o in answer["outputs"] if o["name"] == "label")["data"])
+    predicted = np.asarray(predictions)
+    sample = [(class_names[t], class_names[p] if p >= 0 else "(failed)") for t, p in zip(labels[:8], predicted[:8])]
+    return SmokeTest(url=url, served_version=",".join(sorted(served_versions)) or "none", images=len(images),
+                     accuracy=float((predicted == labels).mean()), failed_requests=failed, sample=sample)
+
+
+def _wait_until_served(client: httpx.Client, infer_path: str, version: str, timeout: float) -> None:
+    probe = _infer_body(np.zeros((1, 28, 28), dtype=np.uint8))
+    deadline, last = time.monotonic() + timeout, "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            response = client.post(infer_path, json=probe)
+            if response.status_code == 200 and response.json()["model_version"] == version:
+                return
+            last = f"HTTP {response.status_code}, " + (f"serving {response.json().get('model_version')}"
+                                                       if response.status_code == 200 else response.text[:200])
+        except httpx.HTTPError as error:
+            last = str(error)
+        time.sleep(0.2)
+    raise DeployError(f"the endpoint did not serve {version} within {timeout:.0f} s (last: {last})")
+
+
+def _infer_body(images: np.ndarray) -> dict:
+    return {"inputs": [{"name": "images", "shape": list(images.shape), "datatype": "UINT8",
+                        "data": images.ravel().tolist()}], "outputs": [{"name": "label"}]}
+
+
+def _smoke_failures(smoke: SmokeTest, min_accuracy: float) -> list[str]:
+    failures = []
+    if smoke.failed_requests:
+        failures.append(f"{len(smoke.failed_requests)} request(s) failed, first: {smoke.failed_requests[0]}")
+    if smoke.accuracy < min_accuracy:
+        failures.append(f"accuracy {smoke.accuracy:.4f} on {smoke.images} held-out images is below gate.min_accuracy "
+                        f"{min_accuracy}")
+    return failures
+
+
+def _current_revision(releases: ReleaseBackend) -> Revision | None:
+    try:
+        return releases.status()
+    except ReleaseError:
+        return None
+
+
+def _undo(releases: ReleaseBackend, previous: Revision | None, triggered_by: str) -> str:
+    reason = f"{triggered_by} (smoke test failed)"
+    if previous is None:
+        releases.uninstall(reason)
+        return "It was the first release, so the release was uninstalled; nothing is served."
+    rollback = releases.rollback(previous.revision, reason)
+    return (f"Rolled back to revision {previous.revision} (now revision {rollback.revision}), which serves "
+            f"{previous.model_version} again.")
+
+
+@project_component
+def deploy_component(config_json: str, blessed: Input[Model], splits: Input[Dataset], gate_metrics: Input[Metrics],
+                     run_id: str, run_name: str, smoke_metrics: Output[Metrics], report: Output[Markdown]):
+    """Push the blessed model to the registry, release it, smoke-test the served model, roll back on failure.
+
+    Args:
+        config_json: the resolved AimassConfig as JSON (registry.*, release.*, serving.*, gate.min_accuracy).
+        blessed: the gate-approved model from bless_model.
+        splits: the ingest output; the smoke test sends images of `test`.
+        gate_metrics: evaluate's metrics of the blessed model, recorded with the registry version.
+        run_id: the pipeline run, recorded as what triggered the release.
+        run_name: the pipeline run's name.
+        smoke_metrics: the served model's smoke-test accuracy, the version and the release revision.
+        report: what was deployed where, with the served model's first answers, as Markdown.
+    """
+    from pathlib import Path
+
+    from aimass.components.deploy import deploy
+
+    from aimass.config import AimassConfig
+
+    scalars = {key: float(value) for key, value in gate_metrics.metadata.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    outcome = deploy(AimassConfig.from_json(config_json), Path(blessed.path), Path(splits.path), scalars,
+                     triggered_by=f"pipeline run {run_name} ({run_id})")
+    smoke_metrics.log_metric("smoke_test_accuracy", outcome.smoke.accuracy)
+    smoke_metrics.log_metric("smoke_test_images", outcome.smoke.images)
+    smoke_metrics.log_metric("release_revision", outcome.revision.revision)
+    smoke_metrics.metadata["model_version"] = outcome.model_version
+    Path(report.path).write_text(outcome.markdown())
