@@ -204,6 +204,8 @@ class ServingConfig(_Section):
     max_batch_size: int = Field(32, ge=1, description="images per merged forward pass")
     max_batch_delay_ms: float = Field(2.0, ge=0, description="how long the first request waits for company")
     inference_threads: int = Field(1, ge=1, description="threads running forward passes (each with 1 torch thread)")
+    compile_quantized: bool = Field(True, description="torch.compile int8 models at load, as compress timed them "
+                                                      "(needs a C++ compiler; eager int8 is ~10x slower)")
     poll_seconds: float = Field(0.25, gt=0, le=60, description="how often the server checks the release pointer")
     load_retry_seconds: float = Field(30.0, gt=0, description="wait before retrying a version that failed to load")
     cache_dir: str = Field("serving-cache", description="pulled model versions, relative to data.repo_dir")

@@ -42,7 +42,7 @@ from aimass.architecture import images_to_tensor
 from aimass.config import AimassConfig, ServingConfig
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import sha256_file
-from aimass.model_artifact import load_model
+from aimass.model_artifact import EXPORT_FORMAT, load_model
 from aimass.registry import ModelRegistry, ModelVersion, open_registry
 from aimass.releases import ReleaseError, open_release_backend
 
@@ -73,13 +73,22 @@ class ServedModel:
         return torch.softmax(self.module(images_to_tensor(images)).float(), dim=1).numpy()
 
 
-def load_served_model(name: str, version: str, revision: int | None, model_dir: Path) -> ServedModel:
-    """Load a model directory (every sha256 checked) and prove it answers before anyone is sent to it."""
+def load_served_model(name: str, version: str, revision: int | None, model_dir: Path,
+                      compile_quantized: bool = True) -> ServedModel:
+    """Load a model directory (every sha256 checked) and prove it answers before anyone is sent to it.
+
+    int8 models are compiled, as the compress stage measured them: eager execution of a quantised export runs
+    the reference (de)quantise ops and is about 10x slower at batch 1 than the compiled int8 kernels
+    (docs/PERFORMANCE.md). Compiling takes seconds, all of it here, in the warm-up, before the swap."""
     loaded = load_model(model_dir)
-    served = ServedModel(name, version, revision, loaded.module, list(loaded.card["class_names"]))
-    warm_up = served.predict(np.zeros((2, oip.IMAGE_SIDE, oip.IMAGE_SIDE), dtype=np.uint8))
-    if warm_up.shape != (2, len(served.class_names)) or not np.isfinite(warm_up).all():
-        raise ArtifactIntegrityError(f"{name} {version} failed its warm-up prediction: got shape {warm_up.shape}")
+    module = loaded.module
+    if compile_quantized and loaded.card.get("weights_format") == EXPORT_FORMAT:
+        module = torch.compile(module, dynamic=True)
+    served = ServedModel(name, version, revision, module, list(loaded.card["class_names"]))
+    for batch in (1, 2):  # size 1 is specialised by the compiler: warm both paths
+        warm_up = served.predict(np.zeros((batch, oip.IMAGE_SIDE, oip.IMAGE_SIDE), dtype=np.uint8))
+        if warm_up.shape != (batch, len(served.class_names)) or not np.isfinite(warm_up).all():
+            raise ArtifactIntegrityError(f"{name} {version} failed its warm-up prediction: got {warm_up.shape}")
     return served
 
 
@@ -162,14 +171,18 @@ class RegistryCache:
 class ModelHolder:
     """The model requests are answered with, and the swap to a new one."""
 
-    def __init__(self, model_name: str, source: ModelSource, retry_seconds: float, metrics: ServerMetrics):
+    KEEP_LOADED = 2  # the current model and the one before it, so that a rollback swaps at once
+
+    def __init__(self, model_name: str, source: ModelSource, settings: ServingConfig, metrics: ServerMetrics):
         self.model_name = model_name
         self.source = source
-        self.retry_seconds = retry_seconds
+        self.retry_seconds = settings.load_retry_seconds
+        self.compile_quantized = settings.compile_quantized
         self.metrics = metrics
         self.current: ServedModel | None = None
         self.last_error: str | None = None
         self._failed_at: dict[tuple[str, int | None], float] = {}
+        self._recent: dict[str, ServedModel] = {}  # version -> loaded model, most recent last
 
     def refresh(self) -> None:
         """Load and swap in the wanted model if it differs from the current one. Never raises: a failure leaves
@@ -185,12 +198,13 @@ class ModelHolder:
         key = (wanted.version, wanted.revision)
         if time.monotonic() - self._failed_at.get(key, -float("inf")) < self.retry_seconds:
             return
-        if current and current.version == wanted.version:  # a rollback to the version already loaded
-            self._swap(ServedModel(current.name, current.version, wanted.revision, current.module,
-                                   current.class_names))
+        if wanted.version in self._recent:  # e.g. a rollback: verified and warmed when it was first loaded
+            loaded = self._recent[wanted.version]
+            self._swap(ServedModel(loaded.name, loaded.version, wanted.revision, loaded.module, loaded.class_names))
             return
         try:
-            served = load_served_model(self.model_name, wanted.version, wanted.revision, wanted.fetch())
+            served = load_served_model(self.model_name, wanted.version, wanted.revision, wanted.fetch(),
+                                       self.compile_quantized)
         except Exception as error:  # noqa: BLE001 (whatever breaks the new model, the old one keeps serving)
             self._failed_at[key] = time.monotonic()
             self.metrics.model_loads.labels(outcome="failure").inc()
@@ -202,6 +216,10 @@ class ModelHolder:
 
     def _swap(self, served: ServedModel) -> None:
         previous, self.current, self.last_error = self.current, served, None
+        self._recent.pop(served.version, None)
+        self._recent[served.version] = served
+        while len(self._recent) > self.KEEP_LOADED:
+            del self._recent[next(iter(self._recent))]
         self.metrics.show_model(served, previous)
         log.info("serving %s %s (revision %s)", served.name, served.version, served.revision)
 
@@ -346,7 +364,7 @@ def read_token(settings: ServingConfig) -> str | None:
 def create_app(model_name: str, source: ModelSource, settings: ServingConfig, token: str | None = None) -> Starlette:
     """The ASGI application. The release follower starts and stops with it."""
     metrics = ServerMetrics()
-    holder = ModelHolder(model_name, source, settings.load_retry_seconds, metrics)
+    holder = ModelHolder(model_name, source, settings, metrics)
     follower = ReleaseFollower(holder, settings.poll_seconds)
     predictor = Predictor(holder, settings, metrics)
     expected_auth = f"Bearer {token}".encode() if token else None

@@ -317,6 +317,8 @@ def test_rollback_under_load_loses_no_request_and_switches_within_a_second(serve
     assert first_v2 - deployed_at < 1.0
     assert last_v2 - rolled_back_at < 1.0
     assert releases.status().description == "Rollback to 1"
+    # v1 was still loaded: the rollback swapped it back without pulling, compiling or warming anything again
+    assert 'aimass_model_loads_total{outcome="success"} 2.0' in httpx.get(f"{server.url}/metrics").text
 
 
 def test_a_model_directory_can_be_served_as_is(tiny_teacher, config, test_images):

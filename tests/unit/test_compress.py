@@ -130,3 +130,13 @@ def test_compress_builds_and_profiles_every_method_beside_the_teacher(tiny_confi
 def test_bad_compression_settings_are_rejected_when_the_config_loads(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", [override])
+
+
+def test_a_served_int8_model_is_compiled_and_answers_as_the_eager_one(int8_teacher_dir, test_images):
+    from aimass.serving import load_served_model
+
+    compiled = load_served_model("m", "v1", None, int8_teacher_dir, compile_quantized=True)
+    eager = load_served_model("m", "v1", None, int8_teacher_dir, compile_quantized=False)
+    assert type(compiled.module).__name__ == "OptimizedModule"
+    agreement = (compiled.predict(test_images[:64]).argmax(1) == eager.predict(test_images[:64]).argmax(1)).mean()
+    assert agreement >= 0.98  # int8 kernels round differently from the reference ops on a few borderline images

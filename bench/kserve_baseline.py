@@ -1,0 +1,52 @@
+"""The serving benchmark's baseline: KServe's stock ModelServer serving an aimass model directory.
+
+The model class is what KServe's docs ask for (a `kserve.Model` with `load()` and `predict()`); it answers the same
+OIP v2 request as `aimass serve` with the same outputs, and runs the same forward pass (aimass's ServedModel).
+Every ModelServer option keeps its default except the ports, so this is KServe as shipped.
+
+    python bench/kserve_baseline.py --model_dir DIR --http_port 8090 --grpc_port 8091
+"""
+import argparse
+import uuid
+from pathlib import Path
+
+import kserve
+import numpy as np
+import torch
+from kserve import InferOutput, InferRequest, InferResponse, ModelServer, model_server
+
+from aimass.serving import ServedModel, load_served_model
+
+MODEL_NAME = "fashion-mnist-classifier"
+
+
+class FashionMnistModel(kserve.Model):
+    def __init__(self, name: str, model_dir: Path):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.served: ServedModel | None = None
+        self.load()
+
+    def load(self) -> bool:
+        self.served = load_served_model(self.name, "v1", None, self.model_dir)
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
+        images = payload.inputs[0].as_numpy().astype(np.uint8).reshape(-1, 28, 28)
+        probabilities = self.served.predict(images)
+        label = InferOutput("label", [len(images)], "INT64")
+        label.set_data_from_numpy(probabilities.argmax(axis=1).astype(np.int64), binary_data=False)
+        scores = InferOutput("probabilities", list(probabilities.shape), "FP32")
+        scores.set_data_from_numpy(probabilities, binary_data=False)
+        return InferResponse(model_name=self.name, infer_outputs=[label, scores],
+                             response_id=payload.id or str(uuid.uuid4()))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[model_server.parser])
+    parser.add_argument("--model_dir", type=Path, required=True)
+    args, _ = parser.parse_known_args()
+    torch.set_num_threads(1)  # as `aimass serve` does: the comparison is of the serving stacks, not of torch
+    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port).start(
+        [FashionMnistModel(MODEL_NAME, args.model_dir)])
