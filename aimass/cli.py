@@ -11,7 +11,7 @@ Examples:
     aimass release deploy production        # a new release revision serving that version
     aimass release rollback --to 2          # serve revision 2's model again, as a new revision
     aimass serve                            # OIP v2 server on :8080 following the release
-    aimass serve --model-version v3 --set serving.dynamic_batching=true
+    aimass serve --model-version v3 --port 9000  # one registry version, ignoring the release
 """
 from __future__ import annotations
 

@@ -200,9 +200,10 @@ class ServingConfig(_Section):
     token_file: str | None = Field(None, description="file holding the bearer token (e.g. a mounted Secret)")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="larger request bodies get 413")
     max_images_per_request: int = Field(1024, ge=1)
-    dynamic_batching: bool = Field(False, description="merge concurrent requests into one forward pass")
+    dynamic_batching: bool = Field(True, description="merge concurrent requests into one forward pass")
     max_batch_size: int = Field(32, ge=1, description="images per merged forward pass")
-    max_batch_delay_ms: float = Field(2.0, ge=0, description="how long the first request waits for company")
+    max_batch_delay_ms: float = Field(0.0, ge=0, description="how long a batch waits for more requests; 0 takes "
+                                                             "what queued during the previous pass")
     inference_threads: int = Field(1, ge=1, description="threads running forward passes (each with 1 torch thread)")
     compile_quantized: bool = Field(True, description="torch.compile int8 models at load, as compress timed them "
                                                       "(needs a C++ compiler; eager int8 is ~10x slower)")

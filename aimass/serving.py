@@ -15,6 +15,7 @@ the failed version is retried after `serving.load_retry_seconds` (a store may on
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import os
@@ -85,7 +86,9 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     if compile_quantized and loaded.card.get("weights_format") == EXPORT_FORMAT:
         module = torch.compile(module, dynamic=True)
     served = ServedModel(name, version, revision, module, list(loaded.card["class_names"]))
-    for batch in (1, 2):  # size 1 is specialised by the compiler: warm both paths
+    # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
+    # or the first request of a new range stalls every request behind it for a recompilation (seconds).
+    for batch in (1, 2, 16):
         warm_up = served.predict(np.zeros((batch, oip.IMAGE_SIDE, oip.IMAGE_SIDE), dtype=np.uint8))
         if warm_up.shape != (batch, len(served.class_names)) or not np.isfinite(warm_up).all():
             raise ArtifactIntegrityError(f"{name} {version} failed its warm-up prediction: got {warm_up.shape}")
@@ -220,6 +223,11 @@ class ModelHolder:
         self._recent[served.version] = served
         while len(self._recent) > self.KEEP_LOADED:
             del self._recent[next(iter(self._recent))]
+        # A loaded (and especially a compiled) model is a large, long-lived object graph; left to the collector,
+        # every full collection walks it, stalling all requests for hundreds of ms (seen as p99 spikes under
+        # load). Frozen objects are never scanned.
+        gc.collect()
+        gc.freeze()
         self.metrics.show_model(served, previous)
         log.info("serving %s %s (revision %s)", served.name, served.version, served.revision)
 
@@ -286,7 +294,8 @@ class Predictor:
     def __init__(self, holder: ModelHolder, settings: ServingConfig, metrics: ServerMetrics):
         self.holder = holder
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="aimass-inference")
+        self.executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="aimass-inference",
+                                           initializer=torch.set_num_threads, initargs=(1,))
         self.batching = settings.dynamic_batching
         self.max_batch_size = settings.max_batch_size
         self.max_delay = settings.max_batch_delay_ms / 1000
@@ -307,15 +316,22 @@ class Predictor:
         return await answer
 
     async def _merge_requests(self) -> None:
+        """Greedy batching: take every request that arrived while the previous forward pass ran (up to the batch
+        size), so a lone request never waits; `max_batch_delay_ms` > 0 additionally waits for company."""
         loop = asyncio.get_running_loop()
         while True:
             pending = [await self._queue.get()]
             count = len(pending[0][0])
             deadline = loop.time() + self.max_delay
             while count < self.max_batch_size:
-                try:
-                    pending.append(await asyncio.wait_for(self._queue.get(), deadline - loop.time()))
-                except TimeoutError:
+                if not self._queue.empty():
+                    pending.append(self._queue.get_nowait())
+                elif self.max_delay > 0 and loop.time() < deadline:
+                    try:
+                        pending.append(await asyncio.wait_for(self._queue.get(), deadline - loop.time()))
+                    except TimeoutError:
+                        break
+                else:
                     break
                 count += len(pending[-1][0])
             served = self.holder.current

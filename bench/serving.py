@@ -52,8 +52,8 @@ def server_commands(model: Path, port: int, state_dir: Path) -> dict[str, list[s
     kserve = [sys.executable, str(REPO_ROOT / "bench" / "kserve_baseline.py"), "--model_dir", str(model),
               "--http_port", str(port), "--grpc_port", str(free_port())]
     return {
-        "aimass": aimass,
-        "aimass, dynamic batching": [*aimass, "--set", "serving.dynamic_batching=true"],
+        "aimass, one request per forward pass": [*aimass, "--set", "serving.dynamic_batching=false"],
+        "aimass (default: dynamic batching)": aimass,
         "KServe ModelServer (stock)": kserve,
         "KServe ModelServer, request logging off": [*kserve, "--enable_latency_logging", "false",
                                                     "--configure_logging", "false"],
@@ -143,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: newest blessed)")
     parser.add_argument("--seconds", type=int, default=10, help="load duration per concurrency level")
+    parser.add_argument("--only", default=None, help="run only the servers whose name contains this")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `apt-get install -y wrk` (Debian's package)")
@@ -155,7 +156,9 @@ def main() -> None:
         script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                           f"wrk.body = [[{json.dumps(PROBE)}]]\n")
         port = free_port()
-        for name, command in server_commands(model, port, Path(state_dir)).items():
+        servers = {name: command for name, command in server_commands(model, port, Path(state_dir)).items()
+                   if args.only is None or args.only in name}
+        for name, command in servers.items():
             labels[name], measured = measure(name, command, f"http://127.0.0.1:{port}", script, args.seconds)
             results += measured
             print("\n".join(table(measured).splitlines()[2:]), flush=True)
@@ -164,9 +167,10 @@ def main() -> None:
     print(f"\nall servers gave the probe image label {next(iter(labels.values()))}\n")
     print(table(results))
     print()
-    print(ratios(results, "KServe ModelServer (stock)"))
-    print()
-    print(ratios(results, "KServe ModelServer, request logging off"))
+    for baseline in ("KServe ModelServer (stock)", "KServe ModelServer, request logging off"):
+        if baseline in servers:
+            print()
+            print(ratios(results, baseline))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The deploy stage: push, release, smoke-test the served model over HTTP, and undo the release on failure."""
 import pytest
-
 from aimass.components.deploy import PRODUCTION_ALIAS, DeployError, deploy
+
 from aimass.config import load_config
 from aimass.registry import open_registry
 from aimass.releases import UNINSTALLED, ReleaseError, open_release_backend

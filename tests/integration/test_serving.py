@@ -142,7 +142,8 @@ def test_dynamic_batching_answers_each_request_with_its_own_images(config, relea
         metrics = httpx.get(f"{running.url}/metrics").text
     forward_passes = float(re.search(r"^aimass_inference_batch_images_count (\S+)$", metrics, re.MULTILINE).group(1))
     labels = [response.json()["outputs"][0]["data"][0] for response in responses]
-    with running_server(MODEL, ReleaseSource(config), config.serving) as unbatched:
+    unbatched_settings = config.serving.model_copy(update={"dynamic_batching": False})
+    with running_server(MODEL, ReleaseSource(config), unbatched_settings) as unbatched:
         expected = httpx.post(f"{unbatched.url}/v2/models/{MODEL}/infer", json=infer_json(images)).json()
     assert labels == expected["outputs"][0]["data"]
     assert forward_passes < len(images)  # requests were merged
@@ -256,7 +257,6 @@ def test_a_corrupted_artifact_is_refused_and_the_previous_version_keeps_serving(
 def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path, tiny_teacher, tiny_splits_dir,
                                                                        test_images, monkeypatch):
     from aimass.components.deploy import deploy
-
     from moto.server import ThreadedMotoServer
 
     monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
