@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup dataset compile bench clean
+.PHONY: run test serve setup dataset compile bench clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
@@ -12,6 +12,9 @@ run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 
 test: setup dataset  ## the test suite
 	$(BIN)/python -m pytest
+
+serve: setup  ## serve the current release on http://127.0.0.1:8080 until Ctrl-C
+	$(BIN)/aimass serve --profile quick
 
 setup: $(INSTALLED)
 
@@ -34,6 +37,8 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/augment_throughput.py
 	$(BIN)/python bench/compression.py
+	@command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf runs build
