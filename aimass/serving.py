@@ -15,6 +15,7 @@ the failed version is retried after `serving.load_retry_seconds` (a store may on
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hmac
 import logging
@@ -487,6 +488,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@functools.cache  # package metadata is read from disk; it cannot change while the server runs
 def _package_version() -> str:
     from importlib.metadata import version
 
