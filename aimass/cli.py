@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def _add_serve_command(commands) -> None:
     source.add_argument("--model-version", default=None, metavar="VERSION",
                         help="serve this registry version or alias only, ignoring the release")
     source.add_argument("--model-dir", type=Path, default=None, help="serve this model directory as it is")
+    source.add_argument("--model-uri", default=None, metavar="URI",
+                        help="serve the version at s3://BUCKET/models/NAME/versions/vN (what the Helm chart passes)")
+    serve.add_argument("--model-sha256", default=None, metavar="HEX", type=_sha256_argument,
+                       help="refuse the version unless its manifest.json has this sha256 (with --model-version/-uri)")
     serve.add_argument("--host", default=None, help="address to listen on (default: serving.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port; 0 = any free port)")
     _wire_repository_commands([(serve, _serve)])
@@ -243,7 +248,14 @@ def _models_show(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    print(json.dumps(asdict(_registry(args).get(args.version)), indent=2, sort_keys=True))
+    from aimass.registry import manifest_sha256
+
+    registry = _registry(args)
+    record = registry.get(args.version)
+    # The storage URI and manifest sha256 are what pin this version in a Helm release's values.
+    shown = {**asdict(record), "storage_uri": registry.storage_uri(record.version),
+             "manifest_sha256": manifest_sha256(record)}
+    print(json.dumps(shown, indent=2, sort_keys=True))
     return 0
 
 
@@ -309,10 +321,18 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load_config(args, args.repo.resolve())
     listen = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
-    source = open_model_source(config, args.model_version, args.model_dir)
+    if args.model_sha256 and not (args.model_version or args.model_uri):
+        raise AimassError("--model-sha256 pins a registry version: give --model-version or --model-uri with it")
+    source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256)
     serve_forever(config, source, lambda url: print(
         f"serving {config.registry.model_name} at {url}/v2/models/{config.registry.model_name}/infer", flush=True))
     return 0
+
+
+def _sha256_argument(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sha256: 64 lowercase hex digits")
+    return text
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -186,9 +186,22 @@ class RegistryConfig(_Section):
 
 
 class ReleaseConfig(_Section):
-    backend: Literal["embedded"] = Field("embedded", description="the Helm backend comes with the Kubernetes issue")
+    backend: Literal["embedded", "helm"] = Field(
+        "embedded", description="embedded: a local history file; helm: revisions of the serving chart on a cluster")
     name: str = Field("aimass-serving", pattern=r"^[a-z0-9][a-z0-9-]{0,52}$", description="release name")
     state_dir: str = Field("releases", description="embedded backend's history folder, relative to data.repo_dir")
+    # The Helm backend (release.backend=helm); kubeconfig comes from $KUBECONFIG or the pod's service account.
+    namespace: str = Field("aimass-serving", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                           description="namespace of the serving release (see manifests/)")
+    chart: str = Field("helm/aimass-serving", description="chart folder, relative to data.repo_dir or to the "
+                                                          "installed aimass project")
+    values_files: tuple[str, ...] = Field((), description="site values (-f) applied before the model's, e.g. the "
+                                                         "auth Secret's name or resources")
+    helm_binary: str = Field("helm", description="helm 3 or 4 on the PATH, or a path to it")
+    kube_context: str | None = Field(None, description="kubeconfig context; none = the current one")
+    timeout_seconds: int = Field(600, ge=10, description="helm --timeout: the new pods must be ready by then, else "
+                                                         "helm rolls back and the deploy fails")
+    history_max: int = Field(10, ge=2, description="revisions helm keeps (what rollback can reach)")
 
 
 class ServingConfig(_Section):
@@ -207,6 +220,8 @@ class ServingConfig(_Section):
     inference_threads: int = Field(1, ge=1, description="threads running forward passes (each with 1 torch thread)")
     compile_quantized: bool = Field(True, description="torch.compile int8 models at load, as compress timed them "
                                                       "(needs a C++ compiler; eager int8 is ~10x slower)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu", description="where forward passes run; auto = CUDA when present, for float models (int8 runs on CPU)")
     poll_seconds: float = Field(0.25, gt=0, le=60, description="how often the server checks the release pointer")
     load_retry_seconds: float = Field(30.0, gt=0, description="wait before retrying a version that failed to load")
     cache_dir: str = Field("serving-cache", description="pulled model versions, relative to data.repo_dir")

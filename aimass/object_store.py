@@ -39,6 +39,7 @@ def validate_key(key: str) -> str:
 
 
 class ObjectStore(ABC):
+    uri: str  # where the store is, as file:///<folder> or s3://<bucket>; keys are appended with '/'
     description: str  # where the objects live, for messages
 
     @abstractmethod
@@ -67,6 +68,7 @@ class LocalStore(ObjectStore):
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
         self.description = f"local folder {self.root}"
+        self.uri = f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -128,6 +130,7 @@ class S3Store(ObjectStore):
         if not access_key or not secret_key:
             raise ObjectStoreError(f"S3 credentials missing: set {ACCESS_KEY_VARIABLE} and {SECRET_KEY_VARIABLE}")
         self.bucket = bucket
+        self.uri = f"s3://{bucket}"
         self.description = f"bucket {bucket} at {'https' if secure else 'http'}://{endpoint}"
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure)
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 from aimass.atomic import atomic_directory
 from aimass.errors import AimassError, ArtifactIntegrityError
-from aimass.integrity import read_verified_manifest, sha256_file
+from aimass.integrity import MANIFEST_NAME, read_verified_manifest, sha256_file
 from aimass.config import AimassConfig
 from aimass.object_store import LocalStore, ObjectStore, S3Store, validate_key
 
 RECORD_FILE = "version.json"
 _VERSION = re.compile(r"^v(\d+)$")
+# A version's storage URI, as Helm values and `aimass serve --model-uri` carry it.
+_VERSION_URI = re.compile(r"^(?P<scheme>s3|file)://(?P<location>.+?)/models/(?P<name>[^/]+)/versions/(?P<version>v\d+)/?$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
@@ -60,7 +62,7 @@ class ModelRegistry:
         """
         manifest = read_verified_manifest(model_dir)  # never publish bytes that are already wrong
         card = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").is_file() else {}
-        files = {name: sha256_file(model_dir / name) for name in [*manifest["sha256"], "manifest.json"]}
+        files = {name: sha256_file(model_dir / name) for name in [*manifest["sha256"], MANIFEST_NAME]}
         version = self._next_version()
         for name in sorted(files):
             self.store.upload(f"{self._version_prefix(version)}/files/{validate_key(name)}", model_dir / name)
@@ -103,6 +105,10 @@ class ModelRegistry:
                         f"recorded when it was pushed; refusing the download from {self.store.description}")
         return record
 
+    def storage_uri(self, version: str) -> str:
+        """Where a version lives, e.g. s3://aimass-models/models/<name>/versions/v3 (what a Helm revision pins)."""
+        return f"{self.store.uri}/{self._version_prefix(version)}"
+
     # ---- aliases ----
 
     def promote(self, version_or_alias: str, alias: str) -> ModelVersion:
@@ -136,6 +142,35 @@ class ModelRegistry:
         numbers = [int(match.group(1)) for key in self.store.list(f"{self.prefix}/versions/")
                    if (match := _VERSION.match(key.split("/")[3]))]
         return f"v{max(numbers, default=0) + 1}"
+
+
+def manifest_sha256(record: ModelVersion) -> str:
+    """The sha256 of a version's manifest.json, which lists every other file's sha256: one digest pins the model."""
+    return record.files[MANIFEST_NAME]
+
+
+def open_registry_at(storage_uri: str, config: AimassConfig) -> tuple[ModelRegistry, str]:
+    """The registry holding the version at `storage_uri`, and that version.
+
+    s3:// URIs use the endpoint and TLS setting of `config.registry` (credentials from the environment).
+
+    Raises:
+        RegistryError: the URI is not s3://<bucket>/models/<name>/versions/v<N> or file:///<folder>/models/...,
+            or names another model than `config.registry.model_name`.
+    """
+    match = _VERSION_URI.match(storage_uri)
+    if match is None:
+        raise RegistryError(f"model URI {storage_uri!r} is not s3://<bucket>/models/<name>/versions/v<N> (or "
+                            "file:///<folder>/models/<name>/versions/v<N>); `aimass models show VERSION` prints it")
+    settings = config.registry
+    if match["name"] != settings.model_name:
+        raise RegistryError(f"model URI {storage_uri!r} is for model {match['name']!r}, but this server serves "
+                            f"{settings.model_name!r} (registry.model_name)")
+    if match["scheme"] == "file":
+        store: ObjectStore = LocalStore(Path("/" + match["location"].lstrip("/")))
+    else:
+        store = S3Store(settings.s3_endpoint, match["location"], secure=settings.s3_secure)
+    return ModelRegistry(store, settings.model_name), match["version"]
 
 
 def open_registry(config: AimassConfig) -> ModelRegistry:

@@ -2,9 +2,14 @@
 
 A revision records the model version it serves, that version's lineage, what triggered it and when. Rolling back to
 revision N creates a new revision serving N's model version, described "Rollback to N" (as `helm rollback` does);
-the revision that served before is marked superseded, never deleted. The embedded backend keeps the history in one
-JSON file per release, rewritten atomically under a lock, so concurrent commands cannot lose a revision. The Helm
-backend (a later issue) implements the same interface with the helm CLI.
+the revision that served before is marked superseded, never deleted.
+
+Two backends:
+    embedded  the history as one JSON file per release, rewritten atomically under a lock, so concurrent commands
+              cannot lose a revision; `aimass serve` follows it. For local runs and tests.
+    helm      each revision is a Helm revision of helm/aimass-serving whose values pin one model version (storage URI
+              and manifest sha256); deploy = `helm upgrade --install` that waits for the new pods and rolls back on
+              failure, rollback = `helm rollback`, history = `helm history` joined with each revision's values.
 """
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import socket
+import subprocess
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -21,9 +28,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aimass.config import AimassConfig
+import yaml
+
+from aimass.config import PROJECT_IMAGE, AimassConfig, RegistryConfig, ReleaseConfig
 from aimass.errors import AimassError
-from aimass.registry import ModelRegistry
+from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256
 
 DEPLOYED = "deployed"
 SUPERSEDED = "superseded"
@@ -47,6 +56,9 @@ class Revision:
 
 
 class ReleaseBackend(ABC):
+    # Where the release is served for callers inside the cluster; None: nothing serves it until `aimass serve` runs.
+    endpoint_url: str | None = None
+
     @abstractmethod
     def deploy(self, model_version: str, triggered_by: str) -> Revision: ...
 
@@ -144,7 +156,157 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class HelmError(ReleaseError):
+    """A helm command failed; the message holds the command and helm's own words."""
+
+
+HELM_ROLLBACK_NOTE = "(helm rollback records no trigger)"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the source tree, or /opt/aimass in the image
+
+
+class HelmReleaseBackend(ReleaseBackend):
+    """Revisions of the serving chart on a cluster, through the helm CLI (Helm 3 or 4, detected)."""
+
+    def __init__(self, settings: ReleaseConfig, registry: ModelRegistry, chart_dir: Path, storage: RegistryConfig):
+        self.settings = settings
+        self.registry = registry
+        self.chart_dir = chart_dir
+        self.storage = storage
+        self.endpoint_url = f"http://{chart_fullname(settings.name)}.{settings.namespace}.svc:8080"
+        self._major_version: int | None = None
+
+    def deploy(self, model_version: str, triggered_by: str) -> Revision:
+        record = self.registry.get(model_version)  # refuses unknown versions before helm runs
+        values = self.model_values(record, triggered_by)
+        with tempfile.NamedTemporaryFile("w", prefix="aimass-model-", suffix=".yaml") as model_values:
+            yaml.safe_dump(values, model_values, sort_keys=True)
+            model_values.flush()
+            site_values = [argument for path in self.settings.values_files for argument in ("-f", path)]
+            self._helm("upgrade", "--install", self.settings.name, str(self.chart_dir), *self._wait_flags(),
+                       self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
+                       *site_values, "-f", model_values.name,  # the model's values last: they win
+                       failure_note="the previous revision keeps serving (helm rolled the failed one back)")
+        return self.history()[-1]
+
+    def model_values(self, record: ModelVersion, triggered_by: str) -> dict:
+        """The values that pin `record` in a revision: model, lineage, trigger, the image and the store."""
+        storage_uri = self.registry.storage_uri(record.version)
+        if not storage_uri.startswith("s3://"):
+            raise ReleaseError(f"the Helm backend serves models from the cluster's object store, but the registry "
+                               f"is {self.registry.store.description}: set registry.backend=s3 (and s3_endpoint)")
+        repository, tag = PROJECT_IMAGE.rsplit(":", 1)
+        return {
+            "model": {"name": record.name, "version": record.version, "storageUri": storage_uri,
+                      "sha256": manifest_sha256(record)},
+            "lineage": {key: str(value) for key, value in record.lineage.items()},
+            "triggeredBy": triggered_by,
+            "image": {"repository": repository, "tag": tag},
+            "storage": {"endpoint": self.storage.s3_endpoint, "secure": self.storage.s3_secure},
+        }
+
+    def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:
+        revisions = self.history()
+        current = _deployed(revisions)
+        if current is None:
+            raise ReleaseError("nothing is deployed yet, so there is nothing to roll back")
+        target = to_revision if to_revision is not None else current.revision - 1
+        if not any(revision.revision == target for revision in revisions):
+            known = ", ".join(str(revision.revision) for revision in revisions)
+            raise ReleaseError(f"no revision {target} to roll back to; revisions helm keeps: {known} "
+                               f"(release.history_max={self.settings.history_max})")
+        self._helm("rollback", self.settings.name, str(target), *self._wait_flags(),
+                   "--history-max", str(self.settings.history_max))
+        return self.history()[-1]
+
+    def uninstall(self, triggered_by: str) -> Revision:
+        if _deployed(self.history()) is None:
+            raise ReleaseError("nothing is deployed, so there is nothing to uninstall")
+        self._helm("uninstall", self.settings.name, "--keep-history", *self._wait_flags(),
+                   "--description", f"Uninstalled by {triggered_by}")
+        return self.history()[-1]
+
+    def history(self) -> list[Revision]:
+        try:
+            entries = json.loads(self._helm("history", self.settings.name, "--max", "256", "-o", "json"))
+        except HelmError as error:
+            if "not found" in str(error):
+                return []
+            raise
+        return [self._revision(entry) for entry in sorted(entries, key=lambda entry: entry["revision"])]
+
+    def _revision(self, entry: dict) -> Revision:
+        values = json.loads(self._helm("get", "values", self.settings.name, "--revision", str(entry["revision"]),
+                                       "-o", "json")) or {}
+        model = values.get("model", {})
+        rolled_back = entry.get("rollback_revision") or entry["description"].startswith("Rollback to")
+        return Revision(
+            revision=entry["revision"], model_name=model.get("name", "?"), model_version=model.get("version", "?"),
+            lineage=dict(values.get("lineage", {})), status=entry["status"], description=entry["description"],
+            triggered_by=HELM_ROLLBACK_NOTE if rolled_back else values.get("triggeredBy", ""),
+            updated_at=entry.get("updated", ""))
+
+    # ---- the helm CLI ----
+
+    def _helm(self, *arguments: str, failure_note: str = "") -> str:
+        command = [self.settings.helm_binary, *arguments, "--namespace", self.settings.namespace]
+        if self.settings.kube_context:
+            command += ["--kube-context", self.settings.kube_context]
+        if arguments[0] in ("upgrade", "rollback", "uninstall"):
+            command += ["--timeout", f"{self.settings.timeout_seconds}s"]
+        try:
+            finished = subprocess.run(command, capture_output=True, text=True,
+                                      timeout=self.settings.timeout_seconds + 60)
+        except FileNotFoundError:
+            raise ReleaseError(f"{self.settings.helm_binary!r} not found: install helm (`make k8s-tools` puts it in "
+                               ".venv/bin) or set release.helm_binary") from None
+        except subprocess.TimeoutExpired:
+            raise HelmError(f"`{' '.join(command)}` did not finish within {self.settings.timeout_seconds + 60} s; "
+                            f"{failure_note or 'check the release with helm status'}") from None
+        if finished.returncode != 0:
+            note = f"; {failure_note}" if failure_note else ""
+            raise HelmError(f"`{' '.join(command)}` failed (exit {finished.returncode}): "
+                            f"{finished.stderr.strip() or finished.stdout.strip()}{note}")
+        return finished.stdout
+
+    def _major(self) -> int:
+        if self._major_version is None:
+            version = self._helm("version", "--template", "{{.Version}}").strip()
+            match = re.match(r"v?(\d+)\.", version)
+            if match is None or int(match.group(1)) < 3:
+                raise ReleaseError(f"helm {version!r} is not supported: aimass needs Helm 3 or 4")
+            self._major_version = int(match.group(1))
+        return self._major_version
+
+    def _wait_flags(self) -> list[str]:
+        # Helm 4 waits with kstatus ("watcher"); Helm 3's --wait is a plain flag.
+        return ["--wait=watcher"] if self._major() >= 4 else ["--wait"]
+
+    def _undo_on_failure_flag(self) -> str:
+        # Helm 4 renamed --atomic to --rollback-on-failure; both restore the previous revision if the new one fails.
+        return "--rollback-on-failure" if self._major() >= 4 else "--atomic"
+
+
+def chart_fullname(release_name: str, chart_name: str = "aimass-serving") -> str:
+    """The name the chart gives its Service and Deployment (its `aimass-serving.fullname` helper)."""
+    full = release_name if chart_name in release_name else f"{release_name}-{chart_name}"
+    return full[:63].rstrip("-")
+
+
+def chart_directory(config: AimassConfig) -> Path:
+    """`release.chart` as an absolute folder: as given, under the repository, or under the installed project."""
+    configured = Path(config.release.chart)
+    candidates = [configured] if configured.is_absolute() else [Path(config.data.repo_dir) / configured,
+                                                                  _PROJECT_ROOT / configured]
+    for candidate in candidates:
+        if (candidate / "Chart.yaml").is_file():
+            return candidate
+    raise ReleaseError(f"no Helm chart at release.chart={config.release.chart!r} (looked in "
+                       f"{', '.join(str(candidate) for candidate in candidates)})")
+
+
 def open_release_backend(config: AimassConfig, registry: ModelRegistry) -> ReleaseBackend:
     """The release backend `config.release` describes."""
+    if config.release.backend == "helm":
+        return HelmReleaseBackend(config.release, registry, chart_directory(config), config.registry)
     return EmbeddedReleaseBackend(Path(config.data.repo_dir) / config.release.state_dir, config.release.name,
                                   registry)

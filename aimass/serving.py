@@ -15,6 +15,7 @@ the failed version is retried after `serving.load_retry_seconds` (a store may on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import hmac
@@ -45,7 +46,7 @@ from aimass.config import AimassConfig, ServingConfig
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import sha256_file
 from aimass.model_artifact import EXPORT_FORMAT, load_model
-from aimass.registry import ModelRegistry, ModelVersion, open_registry
+from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 
 log = logging.getLogger("aimass.serving")
@@ -68,25 +69,43 @@ class ServedModel:
     revision: int | None  # the release revision that asked for it
     module: torch.nn.Module
     class_names: list[str]
+    device: torch.device = torch.device("cpu")
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, 28, 28) -> class probabilities (N, 10), float32."""
-        return torch.softmax(self.module(images_to_tensor(images)).float(), dim=1).numpy()
+        logits = self.module(images_to_tensor(images, self.device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def inference_device(wanted: str, weights_format: str) -> torch.device:
+    """`serving.device` for this model: int8 exports run x86 kernels, so only float models go to a GPU."""
+    int8 = weights_format == EXPORT_FORMAT
+    if wanted == "cuda":
+        if int8:
+            raise ServingError("serving.device=cuda, but this is an int8 model, whose kernels run on the CPU only; "
+                               "use serving.device=auto or cpu")
+        if not torch.cuda.is_available():
+            raise ServingError("serving.device=cuda, but torch sees no CUDA device here; use auto or cpu")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() and not int8 else "cpu"
+    return torch.device(wanted)
 
 
 def load_served_model(name: str, version: str, revision: int | None, model_dir: Path,
-                      compile_quantized: bool = True) -> ServedModel:
+                      compile_quantized: bool = True, device: str = "cpu") -> ServedModel:
     """Load a model directory (every sha256 checked) and prove it answers before anyone is sent to it.
 
     int8 models are compiled, as the compress stage measured them: eager execution of a quantised export runs
     the reference (de)quantise ops and is about 10x slower at batch 1 than the compiled int8 kernels
     (docs/PERFORMANCE.md). Compiling takes seconds, all of it here, in the warm-up, before the swap."""
     loaded = load_model(model_dir)
-    module = loaded.module
-    if compile_quantized and loaded.card.get("weights_format") == EXPORT_FORMAT:
+    weights_format = loaded.card.get("weights_format", "")
+    target = inference_device(device, weights_format)
+    module = loaded.module if target.type == "cpu" else loaded.module.to(target)
+    if compile_quantized and weights_format == EXPORT_FORMAT:
         module = torch.compile(module, dynamic=True)
-    served = ServedModel(name, version, revision, module, list(loaded.card["class_names"]))
+    served = ServedModel(name, version, revision, module, list(loaded.card["class_names"]), target)
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
     # or the first request of a new range stalls every request behind it for a recompilation (seconds).
     for batch in (1, 2, 16):
@@ -127,16 +146,28 @@ class ReleaseSource(ModelSource):
 
 
 class FixedVersionSource(ModelSource):
-    """Serve one registry version (a Helm revision pins one version in its values)."""
+    """Serve one registry version: named on the command line, or pinned by a Helm revision as a storage URI plus
+    the sha256 of the version's manifest (a registry whose record or files differ from that digest is refused)."""
 
-    def __init__(self, config: AimassConfig, version_or_alias: str):
-        self.registry = open_registry(config)
+    def __init__(self, registry: ModelRegistry, cache: RegistryCache, version_or_alias: str,
+                 expected_manifest_sha256: str | None = None):
+        self.registry = registry
+        self.cache = cache
         self.version_or_alias = version_or_alias
-        self.cache = RegistryCache(self.registry, Path(config.data.repo_dir) / config.serving.cache_dir)
+        self.expected_manifest_sha256 = expected_manifest_sha256
 
     def wanted(self) -> WantedModel:
         version = self.registry.resolve(self.version_or_alias)
-        return WantedModel(version, None, lambda: self.cache.fetch(version))
+        return WantedModel(version, None, lambda: self._fetch(version))
+
+    def _fetch(self, version: str) -> Path:
+        expected = self.expected_manifest_sha256
+        if expected is not None and (recorded := manifest_sha256(self.registry.get(version))) != expected:
+            raise ArtifactIntegrityError(
+                f"{self.registry.model_name} {version} in {self.registry.store.description} has a manifest sha256 of "
+                f"{recorded}, but {expected} was pinned: refusing it (was the version re-uploaded, or the URI "
+                "mixed up?)")
+        return self.cache.fetch(version)  # every file against the record, and so against the pinned manifest
 
 
 class DirectorySource(ModelSource):
@@ -180,8 +211,8 @@ class ModelHolder:
     def __init__(self, model_name: str, source: ModelSource, settings: ServingConfig, metrics: ServerMetrics):
         self.model_name = model_name
         self.source = source
+        self.settings = settings
         self.retry_seconds = settings.load_retry_seconds
-        self.compile_quantized = settings.compile_quantized
         self.metrics = metrics
         self.current: ServedModel | None = None
         self.last_error: str | None = None
@@ -204,11 +235,11 @@ class ModelHolder:
             return
         if wanted.version in self._recent:  # e.g. a rollback: verified and warmed when it was first loaded
             loaded = self._recent[wanted.version]
-            self._swap(ServedModel(loaded.name, loaded.version, wanted.revision, loaded.module, loaded.class_names))
+            self._swap(dataclasses.replace(loaded, revision=wanted.revision))
             return
         try:
             served = load_served_model(self.model_name, wanted.version, wanted.revision, wanted.fetch(),
-                                       self.compile_quantized)
+                                       self.settings.compile_quantized, self.settings.device)
         except Exception as error:  # noqa: BLE001 (whatever breaks the new model, the old one keeps serving)
             self._failed_at[key] = time.monotonic()
             self.metrics.model_loads.labels(outcome="failure").inc()
@@ -499,12 +530,19 @@ def _package_version() -> str:
 # Running it
 # ---------------------------------------------------------------------------------------------------------------
 
-def open_model_source(config: AimassConfig, model_version: str | None = None,
-                      model_dir: Path | None = None) -> ModelSource:
+def open_model_source(config: AimassConfig, model_version: str | None = None, model_dir: Path | None = None,
+                      model_uri: str | None = None, model_sha256: str | None = None) -> ModelSource:
+    """The source `aimass serve` was asked for: a directory, a registry version, a pinned storage URI (what the
+    Helm chart passes), or else the current release."""
     if model_dir is not None:
         return DirectorySource(model_dir)
+    cache_dir = Path(config.data.repo_dir) / config.serving.cache_dir
+    if model_uri is not None:
+        registry, version = open_registry_at(model_uri, config)
+        return FixedVersionSource(registry, RegistryCache(registry, cache_dir), version, model_sha256)
     if model_version is not None:
-        return FixedVersionSource(config, model_version)
+        registry = open_registry(config)
+        return FixedVersionSource(registry, RegistryCache(registry, cache_dir), model_version, model_sha256)
     return ReleaseSource(config)
 
 

@@ -7,8 +7,8 @@ Runs only under dsl.If(gate passed), after bless_model:
        images, and require the accuracy gate's minimum and no failed request;
     4. on success move the registry's `production` alias to it; on failure roll the release back to the revision
        that served before (or uninstall a first install) and fail the step with the reasons.
-The endpoint is `serving.url` when set (the cluster's Service); otherwise a server is started here for the check,
-following the release exactly as `aimass serve` does.
+The endpoint is `serving.url` when set; with the Helm backend, the chart's Service in the release namespace;
+otherwise a server is started here for the check, following the release exactly as `aimass serve` does.
 """
 import time
 from contextlib import ExitStack
@@ -79,7 +79,7 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
                            parent_version=previous.model_version if previous else None)
     revision = releases.deploy(record.version, triggered_by)
     try:
-        smoke = smoke_test_release(config, record.version, splits_dir, class_names)
+        smoke = smoke_test_release(config, record.version, splits_dir, class_names, releases.endpoint_url)
         failures = _smoke_failures(smoke, config.gate.min_accuracy)
     except Exception as error:  # noqa: BLE001
         # Not serving the model at all fails the smoke test as surely as low accuracy does.
@@ -93,12 +93,13 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
 
 
 def smoke_test_release(config: AimassConfig, expected_version: str, splits_dir: Path,
-                       class_names: list[str]) -> SmokeTest:
-    """Send held-out test images to the endpoint serving the release, once it serves `expected_version`."""
+                       class_names: list[str], release_endpoint: str | None = None) -> SmokeTest:
+    """Send held-out test images to the endpoint serving the release, once it serves `expected_version`:
+    `serving.url`, else the release's own endpoint (the chart's Service), else a server started here."""
     settings = config.serving
     token = read_token(settings)
     with ExitStack() as stack:
-        url = settings.url
+        url = settings.url or release_endpoint
         if url is None:
             url = stack.enter_context(running_server(config.registry.model_name, ReleaseSource(config),
                                                      settings, token)).url
