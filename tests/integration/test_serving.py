@@ -328,6 +328,64 @@ def test_a_model_directory_can_be_served_as_is(tiny_teacher, config, test_images
         assert served_version(running.url, test_images[0]) == "local"
 
 
+# ---- a version pinned by storage URI and manifest sha256, as the Helm chart runs the server ----
+
+@pytest.fixture
+def s3_registry(s3_server, tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
+    monkeypatch.setenv("AIMASS_S3_SECRET_KEY", "test-secret")
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "registry.backend=s3",
+                                  f"registry.s3_endpoint={s3_server}", "registry.s3_secure=false",
+                                  f"registry.s3_bucket=models-{uuid.uuid4().hex[:12]}"])
+    registry = open_registry(config)
+    registry.push(tiny_teacher[0])
+    return config, registry
+
+
+def test_a_pinned_storage_uri_is_served_when_its_manifest_matches(s3_registry, test_images):
+    from aimass.registry import manifest_sha256
+    from aimass.serving import open_model_source
+
+    config, registry = s3_registry
+    uri = registry.storage_uri("v1")
+    source = open_model_source(config, model_uri=uri, model_sha256=manifest_sha256(registry.get("v1")))
+    with running_server(MODEL, source, config.serving) as running:
+        assert served_version(running.url, test_images[0]) == "v1"
+
+
+def test_a_pinned_storage_uri_whose_manifest_differs_is_never_served(s3_registry):
+    from aimass.serving import open_model_source
+
+    config, registry = s3_registry
+    source = open_model_source(config, model_uri=registry.storage_uri("v1"), model_sha256="0" * 64)
+    with running_server(MODEL, source, config.serving) as running:
+        wait_for(lambda: "pinned" in httpx.get(f"{running.url}/v2/models/{MODEL}").json()["error"])
+        answer = httpx.get(f"{running.url}/v2/models/{MODEL}")
+        assert answer.status_code == 503 and f"but {'0' * 64} was pinned: refusing it" in answer.json()["error"]
+        assert httpx.get(f"{running.url}/v2/health/ready").status_code == 503
+
+
+@pytest.mark.parametrize("uri, problem", [
+    ("s3://bucket/models/fashion-mnist-classifier/v1", "is not s3://<bucket>/models/<name>/versions/v<N>"),
+    ("s3://bucket/models/another-model/versions/v1", "is for model 'another-model'"),
+])
+def test_a_malformed_or_foreign_storage_uri_is_refused_at_start(config, uri, problem):
+    from aimass.registry import RegistryError
+    from aimass.serving import open_model_source
+
+    with pytest.raises(RegistryError, match=re.escape(problem)):
+        open_model_source(config, model_uri=uri)
+
+
+def test_a_local_registry_version_has_a_file_uri_that_serves_it_too(config, registry, test_images):
+    from aimass.serving import open_model_source
+
+    assert registry.storage_uri("v2").startswith("file:///")
+    with running_server(MODEL, open_model_source(config, model_uri=registry.storage_uri("v2")),
+                        config.serving) as running:
+        assert served_version(running.url, test_images[0]) == "v2"
+
+
 # ---- the command ----
 
 def test_aimass_serve_answers_until_sigterm(config, releases, test_images):
