@@ -57,6 +57,7 @@ def upgrade(argv: list[str]) -> int:
         (["-f", f] for f in value_files), [])], capture_output=True, text=True)
     if rendered.returncode != 0:
         return fail(rendered.stderr.strip())
+    (STATE / "last-rendered.yaml").write_text(rendered.stdout)  # what the cluster would have been sent
     values: dict = {}
     for path in value_files:
         values = merge(values, yaml.safe_load(Path(path).read_text()) or {})

@@ -1,4 +1,6 @@
 """The compiled pipeline YAML: committed copy up to date, GPU scheduling on train, resources and caching everywhere."""
+import re
+
 import yaml
 import pytest
 
@@ -95,3 +97,19 @@ def test_blessing_and_deployment_run_only_when_the_gate_passed(compiled):
     blessed_branch = spec["components"][gate_passed["componentRef"]["name"]]["dag"]["tasks"]
     assert list(blessed_branch) == ["bless-model-component", "deploy-component"]
     assert blessed_branch["deploy-component"]["dependentTasks"] == ["bless-model-component"]
+
+
+def test_no_credential_reaches_the_compiled_pipeline(tmp_path, monkeypatch):
+    canaries = {"AIMASS_S3_ACCESS_KEY": "canary-access-3f9a", "AIMASS_S3_SECRET_KEY": "canary-secret-8c1d",
+                "AIMASS_SERVING_TOKEN": "canary-token-77e2"}
+    for variable, value in canaries.items():
+        monkeypatch.setenv(variable, value)
+    text = compile_pipeline(load_config("full"), tmp_path / "pipeline.yaml").read_text()
+    assert not [value for value in canaries.values() if value in text]
+
+
+def test_the_configuration_has_no_field_that_could_hold_a_credential():
+    from aimass.config import valid_keys
+
+    suspicious = [key for key in valid_keys() if re.search(r"secret|password|access_key|token(?!_file)", key)]
+    assert suspicious == []

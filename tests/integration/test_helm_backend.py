@@ -108,6 +108,15 @@ def test_a_revision_pins_the_model_by_storage_uri_and_manifest_sha256(config, re
     assert f"{values['image']['repository']}:{values['image']['tag']}" == PROJECT_IMAGE
 
 
+def test_no_credential_reaches_helm_or_what_it_renders(config, registry, helm):
+    open_release_backend(config, registry).deploy("v1", "alice@laptop")
+    sent = [json.dumps(argv) for argv in helm.calls("upgrade")] + [(helm.state / "values" / "1.json").read_text(),
+                                                                    (helm.state / "last-rendered.yaml").read_text()]
+    for credential in ("test-access", "test-secret"):  # $AIMASS_S3_ACCESS_KEY / $AIMASS_S3_SECRET_KEY here
+        assert not [text for text in sent if credential in text]
+    assert "secretKeyRef" in sent[-1]
+
+
 def test_the_model_values_win_over_site_values_files(settings, registry, helm, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("model: {version: v9}\nauth: {secretName: serving-token}\n")
