@@ -67,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="where artifacts go (default: runs/<timestamp> in the repository)")
     run.set_defaults(handler=_run)
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline YAML for the Kubeflow UI",
+    compile_ = commands.add_parser("compile", help="compile the pipeline YAML for the Kubeflow UI (cluster backends)",
                                    description="Write the KFP v2 pipeline spec; its default parameters come from "
                                                "the chosen profile (default: full, the GPU profile).")
     _add_config_arguments(compile_, default_profile="full")
@@ -212,7 +212,11 @@ def _run(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from aimass.pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 
-    path = compile_pipeline(_load_config(args), args.output or COMPILED_PIPELINE)
+    from aimass.config import CLUSTER_OVERRIDES, load_config
+
+    # The compiled pipeline runs on a cluster: registry on MinIO, releases through Helm, unless --set says otherwise.
+    config = load_config(args.profile, [*CLUSTER_OVERRIDES, *args.overrides])
+    path = compile_pipeline(config, args.output or COMPILED_PIPELINE)
     print(f"compiled the pipeline to {path}")
     return 0
 

@@ -242,6 +242,12 @@ class KubernetesConfig(_Section):
     memory_request: str = "2Gi"
     train_cpu_request: str = "4"
     train_memory_request: str = "16Gi"
+    run_as_user: int = Field(10001, ge=1, description="the image's unprivileged user; every step runs as it")
+    storage_credentials_secret: str = Field(
+        "aimass-minio-credentials", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Secret (keys accesskey, secretkey) the steps that use the registry read; see manifests/")
+    serving_token_secret: str | None = Field(None, description="Secret (key token) with the model server's bearer "
+                                                                "token, for the deploy step's smoke test")
 
 
 class AimassConfig(_Section):
@@ -296,6 +302,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gate": {"min_accuracy": 0.92, "min_macro_f1": 0.92},
     },
 }
+
+
+# How a run on the cluster differs from a local one: the registry on MinIO (plain HTTP inside the cluster; set
+# registry.s3_secure=true where MinIO serves TLS) and releases as Helm revisions. `aimass compile` applies these
+# before its own --set overrides.
+CLUSTER_OVERRIDES = ("registry.backend=s3", "registry.s3_secure=false", "release.backend=helm")
 
 
 def valid_keys() -> list[str]:

@@ -18,6 +18,8 @@ from aimass.components.promote import bless_model_component, reject_model_compon
 from aimass.components.train import train_component
 from aimass.components.validate_data import validate_data_component
 from aimass.config import AimassConfig, KubernetesConfig
+from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
+from aimass.serving import TOKEN_ENV
 
 PIPELINE_NAME = "aimass-training"
 
@@ -32,6 +34,23 @@ def _schedule_on_gpu(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None:
     label_key, label_value = cluster.gpu_node_selector.split("=", 1)
     kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
     kubernetes.add_toleration(task, key=cluster.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+
+
+def _run_unprivileged(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None:
+    """The image's own non-root user (KFP adds no privilege escalation, no capabilities, RuntimeDefault seccomp)."""
+    kubernetes.set_security_context(task, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_user,
+                                    run_as_non_root=True)
+
+
+def _read_deploy_secrets(task: dsl.PipelineTask, config: AimassConfig) -> None:
+    """Store credentials (and the server's token) from Secrets by name: the compiled YAML never holds a value."""
+    cluster = config.kubernetes
+    if config.registry.backend == "s3":
+        kubernetes.use_secret_as_env(task, secret_name=cluster.storage_credentials_secret, secret_key_to_env={
+            "accesskey": ACCESS_KEY_VARIABLE, "secretkey": SECRET_KEY_VARIABLE})
+    if cluster.serving_token_secret:
+        kubernetes.use_secret_as_env(task, secret_name=cluster.serving_token_secret,
+                                     secret_key_to_env={"token": TOKEN_ENV})
 
 
 def build_training_pipeline(default_config: AimassConfig):
@@ -88,5 +107,8 @@ def build_training_pipeline(default_config: AimassConfig):
         deploy.set_cpu_request(cluster.cpu_request).set_memory_request(cluster.memory_request)
         for task in (train, compress):
             _request_resources(task, cluster.train_cpu_request, cluster.train_memory_request)
+        _read_deploy_secrets(deploy, default_config)
+        for task in (ingest, validate, augment, train, compress, evaluate, bless, deploy, reject):
+            _run_unprivileged(task, cluster)
 
     return training_pipeline
