@@ -106,8 +106,13 @@ def _add_models_commands(commands) -> None:
                                                     "Versions never change; aliases move.")
     promote.add_argument("version", help="v<N> or an alias")
     promote.add_argument("--alias", required=True, help="e.g. production")
+    push = model_commands.add_parser("push", help="publish a model directory as the next version",
+                                     description="Upload a model directory (its sha256 manifest is checked "
+                                                 "first) as the next immutable version. The pipeline's deploy "
+                                                 "step does this for every blessed model.")
+    push.add_argument("model_dir", type=Path, help="a model directory written by aimass (model.json, manifest.json)")
     _wire_repository_commands([(models_list, _models_list), (show_version, _models_show),
-                               (promote, _models_promote)])
+                               (promote, _models_promote), (push, _models_push)])
 
 
 def _add_release_commands(commands) -> None:
@@ -260,6 +265,12 @@ def _models_show(args: argparse.Namespace) -> int:
     shown = {**asdict(record), "storage_uri": registry.storage_uri(record.version),
              "manifest_sha256": manifest_sha256(record)}
     print(json.dumps(shown, indent=2, sort_keys=True))
+    return 0
+
+
+def _models_push(args: argparse.Namespace) -> int:
+    record = _registry(args).push(args.model_dir)
+    print(f"pushed {args.model_dir} as {record.name} {record.version}")
     return 0
 
 

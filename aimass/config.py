@@ -202,6 +202,8 @@ class ReleaseConfig(_Section):
     timeout_seconds: int = Field(600, ge=10, description="helm --timeout: the new pods must be ready by then, else "
                                                          "helm rolls back and the deploy fails")
     history_max: int = Field(10, ge=2, description="revisions helm keeps (what rollback can reach)")
+    storage_endpoint: str | None = Field(None, description="the store as the serving pods reach it, when that "
+                                                           "differs from registry.s3_endpoint (a port-forward)")
 
 
 class ServingConfig(_Section):

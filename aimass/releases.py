@@ -171,7 +171,8 @@ class HelmReleaseBackend(ReleaseBackend):
         self.settings = settings
         self.registry = registry
         self.chart_dir = chart_dir
-        self.storage = storage
+        self.storage_values = {"endpoint": settings.storage_endpoint or storage.s3_endpoint,
+                               "secure": storage.s3_secure}
         self.endpoint_url = f"http://{chart_fullname(settings.name)}.{settings.namespace}.svc:8080"
         self._major_version: int | None = None
 
@@ -201,7 +202,7 @@ class HelmReleaseBackend(ReleaseBackend):
             "lineage": {key: str(value) for key, value in record.lineage.items()},
             "triggeredBy": triggered_by,
             "image": {"repository": repository, "tag": tag},
-            "storage": {"endpoint": self.storage.s3_endpoint, "secure": self.storage.s3_secure},
+            "storage": self.storage_values,
         }
 
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:

@@ -106,6 +106,13 @@ def test_a_revision_pins_the_model_by_storage_uri_and_manifest_sha256(config, re
                                "sha256": manifest_sha256(registry.get("v2"))}
     assert values["lineage"] == registry.get("v2").lineage and values["triggeredBy"] == "pipeline run r-7"
     assert f"{values['image']['repository']}:{values['image']['tag']}" == PROJECT_IMAGE
+    assert values["storage"] == {"endpoint": config.registry.s3_endpoint, "secure": False}
+
+
+def test_the_pods_can_be_told_another_address_of_the_store_than_this_machine_uses(settings, registry, helm):
+    config = load_config("tiny", [*settings, "release.storage_endpoint=minio.minio.svc.cluster.local:9000"])
+    values = open_release_backend(config, registry).model_values(registry.get("v1"), "alice")
+    assert values["storage"]["endpoint"] == "minio.minio.svc.cluster.local:9000"
 
 
 def test_no_credential_reaches_helm_or_what_it_renders(config, registry, helm):

@@ -1,6 +1,7 @@
 """manifests/ as `kubectl apply -k` would send it (rendered by the real kubectl's kustomize), the secret templates,
 and the Dockerfile the chart's pods run."""
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -116,3 +117,10 @@ def test_the_image_has_no_healthcheck_and_no_secrets():
     instructions = [line.split()[0] for line in DOCKERFILE.splitlines() if line and not line.startswith(("#", " "))]
     assert "HEALTHCHECK" not in instructions
     assert not re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)\s*=", DOCKERFILE, re.IGNORECASE)
+
+
+def test_the_kind_end_to_end_script_parses():
+    # It needs Docker and kind, which no machine here has; parsing it is what can be checked.
+    finished = subprocess.run(["bash", "-n", str(REPO_ROOT / "scripts" / "e2e-kind.sh")], capture_output=True,
+                              text=True)
+    assert finished.returncode == 0, finished.stderr

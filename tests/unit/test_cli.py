@@ -72,6 +72,16 @@ def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, 
     assert json.loads(capsys.readouterr().out)["version"] == "v1"
 
 
+def test_models_push_publishes_a_model_directory_and_show_prints_what_pins_it(tmp_path, tiny_teacher, capsys):
+    repo = ["--repo", str(tmp_path)]
+    assert main(["models", "push", str(tiny_teacher[0]), *repo]) == 0
+    assert "as fashion-mnist-classifier v1" in capsys.readouterr().out
+    assert main(["models", "show", "v1", *repo]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["storage_uri"] == f"file://{tmp_path}/model-registry/models/fashion-mnist-classifier/versions/v1"
+    assert shown["manifest_sha256"] == shown["files"]["manifest.json"]
+
+
 def test_models_show_of_an_unknown_version_is_one_clear_line(tmp_path, capsys):
     assert main(["models", "show", "v9", "--repo", str(tmp_path)]) == 1
     assert "has no version v9" in capsys.readouterr().err
