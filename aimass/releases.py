@@ -255,7 +255,7 @@ class HelmReleaseBackend(ReleaseBackend):
         if arguments[0] in ("upgrade", "rollback", "uninstall"):
             command += ["--timeout", f"{self.settings.timeout_seconds}s"]
         try:
-            finished = subprocess.run(command, capture_output=True, text=True,
+            finished = subprocess.run(command, capture_output=True, text=True, check=False,
                                       timeout=self.settings.timeout_seconds + 60)
         except FileNotFoundError:
             raise ReleaseError(f"{self.settings.helm_binary!r} not found: install helm (`make k8s-tools` puts it in "

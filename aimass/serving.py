@@ -69,7 +69,7 @@ class ServedModel:
     revision: int | None  # the release revision that asked for it
     module: torch.nn.Module
     class_names: list[str]
-    device: torch.device = torch.device("cpu")
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -53,8 +53,9 @@ def history(argv: list[str]) -> int:
 def upgrade(argv: list[str]) -> int:
     name, chart = argv[2], argv[3]
     value_files = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-f"]
-    rendered = subprocess.run([os.environ["FAKE_HELM_REAL"], "template", name, chart, *sum(
-        (["-f", f] for f in value_files), [])], capture_output=True, text=True)
+    file_arguments = [part for path in value_files for part in ("-f", path)]
+    rendered = subprocess.run([os.environ["FAKE_HELM_REAL"], "template", name, chart, *file_arguments],
+                              capture_output=True, text=True, check=False)
     if rendered.returncode != 0:
         return fail(rendered.stderr.strip())
     (STATE / "last-rendered.yaml").write_text(rendered.stdout)  # what the cluster would have been sent

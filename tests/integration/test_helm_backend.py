@@ -13,8 +13,14 @@ from conftest import REPO_ROOT
 from aimass.cli import main as aimass_main
 from aimass.config import PROJECT_IMAGE, load_config
 from aimass.registry import manifest_sha256, open_registry
-from aimass.releases import (HELM_ROLLBACK_NOTE, HelmError, HelmReleaseBackend, ReleaseError, chart_fullname,
-                             open_release_backend)
+from aimass.releases import (
+    HELM_ROLLBACK_NOTE,
+    HelmError,
+    HelmReleaseBackend,
+    ReleaseError,
+    chart_fullname,
+    open_release_backend,
+)
 
 FAKES = REPO_ROOT / "tests" / "fakes"
 REAL_HELM = Path(sys.prefix) / "bin" / "helm"
@@ -241,3 +247,36 @@ def test_the_cli_deploys_rolls_back_and_shows_history_through_helm(settings, reg
     assert aimass_main(["release", "history", *arguments]) == 0
     output = capsys.readouterr().out
     assert "Rollback to 1" in output and "v2" in output
+
+
+# ---- the pipeline's deploy step on the Helm backend ----
+
+@pytest.fixture
+def served_release(settings):
+    """A model server following the Helm release (through the fake helm), standing in for the chart's pods."""
+    from aimass.serving import ReleaseSource, running_server
+
+    config = load_config("tiny", [*settings, "serving.poll_seconds=0.1"])
+    with running_server(config.registry.model_name, ReleaseSource(config), config.serving) as server:
+        yield config.model_copy(update={"serving": config.serving.model_copy(update={"url": server.url})})
+
+
+def test_the_deploy_step_releases_through_helm_and_smoke_tests_the_served_model(served_release, helm, tiny_teacher,
+                                                                                tiny_splits_dir):
+    from aimass.components.deploy import deploy
+
+    outcome = deploy(served_release, tiny_teacher[0], tiny_splits_dir, {"accuracy": 0.7}, "pipeline run r-1")
+    assert (outcome.revision.revision, outcome.smoke.served_version) == (1, "v1")
+    assert len(helm.calls("upgrade")) == 1 and not outcome.smoke.failed_requests
+
+
+def test_a_deploy_step_whose_model_fails_the_smoke_test_runs_helm_rollback(served_release, helm, tiny_teacher,
+                                                                           tiny_splits_dir):
+    from aimass.components.deploy import DeployError, deploy
+
+    deploy(served_release, tiny_teacher[0], tiny_splits_dir, {}, "run 1")
+    strict = served_release.model_copy(update={"gate": served_release.gate.model_copy(update={"min_accuracy": 0.999})})
+    with pytest.raises(DeployError, match="Rolled back to revision 1"):
+        deploy(strict, tiny_teacher[0], tiny_splits_dir, {}, "run 2")
+    assert helm.calls("rollback")[0][:3] == ["rollback", "aimass-serving", "1"]
+    assert open_release_backend(served_release, open_registry(served_release)).status().model_version == "v1"

@@ -27,7 +27,7 @@ def tool(name: str) -> Path:
 
 
 def run_tool(name: str, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(tool(name)), *arguments], capture_output=True, text=True)
+    return subprocess.run([str(tool(name)), *arguments], capture_output=True, text=True, check=False)
 
 
 def render_chart(*values_files: Path, sets: tuple[str, ...] = (), release: str = "aimass-serving") -> list[dict]:

@@ -5,8 +5,16 @@ import subprocess
 
 import pytest
 import yaml
-from k8s_render import (CPU_VALUES, GPU_VALUES, KUBERNETES_VERSIONS, REPO_ROOT, kustomize, render_chart,
-                        restricted_violations, schema_errors)
+from k8s_render import (
+    CPU_VALUES,
+    GPU_VALUES,
+    KUBERNETES_VERSIONS,
+    REPO_ROOT,
+    kustomize,
+    render_chart,
+    restricted_violations,
+    schema_errors,
+)
 
 MANIFESTS = REPO_ROOT / "manifests"
 OVERLAYS = {"base": MANIFESTS, "kubeflow-multi-user": MANIFESTS / "overlays" / "kubeflow-multi-user"}
@@ -122,5 +130,5 @@ def test_the_image_has_no_healthcheck_and_no_secrets():
 def test_the_kind_end_to_end_script_parses():
     # It needs Docker and kind, which no machine here has; parsing it is what can be checked.
     finished = subprocess.run(["bash", "-n", str(REPO_ROOT / "scripts" / "e2e-kind.sh")], capture_output=True,
-                              text=True)
+                              text=True, check=False)
     assert finished.returncode == 0, finished.stderr
