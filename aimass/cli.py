@@ -2,6 +2,7 @@
 
 Examples:
     aimass data import                      # import Fashion-MNIST into data/ and pin it in data.dvc
+    aimass data push --set data.remote_url=s3://bucket/dvc   # upload it to the DVC remote (pull: download)
     aimass run --profile tiny               # the whole DAG locally through kfp.local, in about a minute
     aimass run --set train.epochs=5         # quick profile with one override
     aimass compile -o pipeline.yaml         # the YAML to upload in the Kubeflow UI
@@ -57,6 +58,16 @@ def _build_parser() -> argparse.ArgumentParser:
                                   "/usr/share/datasets/fashion-mnist)")
     _add_repo_argument(data_import)
     data_import.set_defaults(handler=_data_import)
+    data_push = data_commands.add_parser(
+        "push", help="upload the pinned data version to the DVC remote",
+        description="Upload the data version data.dvc pins to the DVC remote data.remote_url (S3/MinIO at "
+                    "data.remote_endpoint; credentials from $AIMASS_S3_ACCESS_KEY/$AIMASS_S3_SECRET_KEY or "
+                    ".dvc/config.local).")
+    data_pull = data_commands.add_parser(
+        "pull", help="download the pinned data version from the DVC remote",
+        description="Make data/ hold exactly the version data.dvc pins, downloading from the DVC remote what the "
+                    "local cache lacks.")
+    _wire_repository_commands([(data_push, _data_push), (data_pull, _data_pull)])
 
     run = commands.add_parser("run", help="run the whole DAG locally through kfp.local",
                               description="Run ingest -> validate_data -> train -> evaluate -> gate on this "
@@ -187,6 +198,26 @@ def _data_import(args: argparse.Namespace) -> int:
     md5 = track_data(repo, "data")
     counts = ", ".join(f"{name} {count}" for name, count in manifest["splits"].items())
     print(f"imported {source} ({counts}); data.dvc pins {md5}")
+    return 0
+
+
+def _data_push(args: argparse.Namespace) -> int:
+    from aimass.data_version import pinned_data_md5, push_data
+
+    repo = args.repo.resolve()
+    config = _load_config(args, repo)
+    uploaded = push_data(repo, config.data)
+    print(f"pushed data version {pinned_data_md5(repo, config.data.dvc_file)} to {config.data.remote_url} "
+          f"({uploaded} files uploaded)")
+    return 0
+
+
+def _data_pull(args: argparse.Namespace) -> int:
+    from aimass.data_version import pull_data
+
+    repo = args.repo.resolve()
+    config = _load_config(args, repo)
+    print(f"pulled data version {pull_data(repo, config.data)} from {config.data.remote_url}")
     return 0
 
 

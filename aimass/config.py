@@ -33,6 +33,12 @@ class DataConfig(_Section):
     repo_dir: str = Field(".", description="DVC repository holding data.dvc; resolved to an absolute path on load")
     dvc_file: str = Field("data.dvc", description="the .dvc file, relative to repo_dir, that pins the data version")
     dataset_dir: str = Field("data/fashion-mnist", description="imported data set, relative to repo_dir")
+    remote_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$",
+                                   description="DVC remote holding every data version, s3://BUCKET[/PATH] "
+                                               "(MinIO on the cluster); credentials as for the registry")
+    remote_endpoint: str | None = Field(None, pattern=r"^https?://[^/\s]+$",
+                                        description="S3 API of the remote, e.g. http://minio.minio.svc:9000; "
+                                                    "none = AWS S3")
 
 
 class SplitConfig(_Section):
@@ -306,10 +312,11 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-# How a run on the cluster differs from a local one: the registry on MinIO (plain HTTP inside the cluster; set
-# registry.s3_secure=true where MinIO serves TLS) and releases as Helm revisions. `aimass compile` applies these
-# before its own --set overrides.
-CLUSTER_OVERRIDES = ("registry.backend=s3", "registry.s3_secure=false", "release.backend=helm")
+# How a run on the cluster differs from a local one: data pulled from the DVC remote and the registry, both on
+# MinIO (plain HTTP inside the cluster; set registry.s3_secure=true and an https endpoint where MinIO serves TLS),
+# and releases as Helm revisions. `aimass compile` applies these before its own --set overrides.
+CLUSTER_OVERRIDES = ("data.remote_url=s3://aimass-data/dvc", "data.remote_endpoint=http://minio.minio.svc.cluster.local:9000",
+                     "registry.backend=s3", "registry.s3_secure=false", "release.backend=helm")
 
 
 def valid_keys() -> list[str]:

@@ -4,6 +4,7 @@ The splits are stratified by class with a fixed seed, so the same data version a
 split, and the DVC md5 of the data travels with them.
 """
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from kfp.dsl import Dataset, Output
 from sklearn.model_selection import train_test_split
 
 from aimass.config import AimassConfig, SplitConfig
-from aimass.data_version import ensure_pinned_data
+from aimass.data_version import ensure_pinned_data, fetch_data_version
 from aimass.dataset import ImageSet, load_image_sets, save_image_sets
 from aimass.errors import DataVersionError
 from aimass.components.base import project_component
@@ -47,14 +48,22 @@ def split_dataset(source: dict[str, ImageSet], config: SplitConfig) -> dict[str,
     return {"train": train, "validation": validation, "test": test}
 
 
-def ingest(config: AimassConfig, output_dir: Path) -> IngestResult:
-    """Write the splits of the pinned data version into `output_dir`.
+def ingest(config: AimassConfig, output_dir: Path, data_version: str | None = None) -> IngestResult:
+    """Write the splits of a data version into `output_dir`: the one data.dvc in `data.repo_dir` pins, or
+    `data_version` (a DVC md5, what data.dvc pins at the run's commit) pulled from the DVC remote.
 
     Raises:
-        DataVersionError: the pinned version cannot be materialised.
+        DataVersionError: the version cannot be materialised (not in the workspace, cache or remote).
     """
+    if data_version:
+        with tempfile.TemporaryDirectory(prefix="aimass-data-") as scratch:
+            repo_dir = fetch_data_version(Path(scratch), data_version, config.data)
+            return _write_splits(config, repo_dir, data_version, output_dir)
     repo_dir = Path(config.data.repo_dir)
-    data_md5 = ensure_pinned_data(repo_dir, config.data.dvc_file)
+    return _write_splits(config, repo_dir, ensure_pinned_data(repo_dir, config.data.dvc_file), output_dir)
+
+
+def _write_splits(config: AimassConfig, repo_dir: Path, data_md5: str, output_dir: Path) -> IngestResult:
     source, source_manifest = load_image_sets(repo_dir / config.data.dataset_dir)
     splits = split_dataset(source, config.split)
     metadata = {"data_md5": data_md5, "dataset": source_manifest.get("name", "unknown"), "split": config.split.model_dump()}
@@ -63,11 +72,13 @@ def ingest(config: AimassConfig, output_dir: Path) -> IngestResult:
 
 
 @project_component
-def ingest_component(config_json: str, splits: Output[Dataset]):
+def ingest_component(config_json: str, data_version: str, splits: Output[Dataset]):
     """Materialise the pinned data version as a KFP Dataset of train/validation/test splits.
 
     Args:
         config_json: the resolved AimassConfig as JSON.
+        data_version: the DVC md5 data.dvc pins at the run's commit, pulled from data.remote_url; empty: the
+            version data.dvc in data.repo_dir pins (local runs).
         splits: output directory of .npy splits with a sha256 manifest; metadata carries `data_md5` and counts.
     """
     from pathlib import Path
@@ -75,5 +86,5 @@ def ingest_component(config_json: str, splits: Output[Dataset]):
     from aimass.config import AimassConfig
     from aimass.components.ingest import ingest
 
-    result = ingest(AimassConfig.from_json(config_json), Path(splits.path))
+    result = ingest(AimassConfig.from_json(config_json), Path(splits.path), data_version or None)
     splits.metadata.update({"data_md5": result.data_md5, **{f"count_{k}": v for k, v in result.counts.items()}})

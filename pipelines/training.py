@@ -6,6 +6,8 @@ This file only wires stages. Each stage's work lives in `components/<stage>.py`.
 Parameters of the compiled pipeline:
     config_json: the resolved AimassConfig as JSON; the compiled default is the `full` profile.
     git_commit: the commit the run's code came from, recorded in every model's lineage.
+    data_version: the DVC md5 data.dvc pins at that commit; ingest pulls it from data.remote_url. Empty (local
+        runs): the version data.dvc in data.repo_dir pins.
 """
 from kfp import dsl, kubernetes
 
@@ -42,12 +44,13 @@ def _run_unprivileged(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None
                                     run_as_non_root=True)
 
 
-def _read_deploy_secrets(task: dsl.PipelineTask, config: AimassConfig) -> None:
-    """Store credentials (and the server's token) from Secrets by name: the compiled YAML never holds a value."""
-    cluster = config.kubernetes
-    if config.registry.backend == "s3":
-        kubernetes.use_secret_as_env(task, secret_name=cluster.storage_credentials_secret, secret_key_to_env={
-            "accesskey": ACCESS_KEY_VARIABLE, "secretkey": SECRET_KEY_VARIABLE})
+def _read_store_credentials(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None:
+    """MinIO credentials from the Secret by name (the DVC remote and the registry): the YAML never holds a value."""
+    kubernetes.use_secret_as_env(task, secret_name=cluster.storage_credentials_secret, secret_key_to_env={
+        "accesskey": ACCESS_KEY_VARIABLE, "secretkey": SECRET_KEY_VARIABLE})
+
+
+def _read_serving_token(task: dsl.PipelineTask, cluster: KubernetesConfig) -> None:
     if cluster.serving_token_secret:
         kubernetes.use_secret_as_env(task, secret_name=cluster.serving_token_secret,
                                      secret_key_to_env={"token": TOKEN_ENV})
@@ -59,9 +62,10 @@ def build_training_pipeline(default_config: AimassConfig):
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned Fashion-MNIST version, train and compress "
                                                   "a CNN, gate it, deploy it behind the model server.")
-    def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown"):
+    def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown",
+                          data_version: str = ""):
         # ---- Data stage ----
-        ingest = ingest_component(config_json=config_json).set_display_name("ingest")
+        ingest = ingest_component(config_json=config_json, data_version=data_version).set_display_name("ingest")
         validate = validate_data_component(config_json=config_json, splits=ingest.outputs["splits"])
         validate.set_display_name("validate data")
 
@@ -107,7 +111,11 @@ def build_training_pipeline(default_config: AimassConfig):
         deploy.set_cpu_request(cluster.cpu_request).set_memory_request(cluster.memory_request)
         for task in (train, compress):
             _request_resources(task, cluster.train_cpu_request, cluster.train_memory_request)
-        _read_deploy_secrets(deploy, default_config)
+        if default_config.data.remote_url:
+            _read_store_credentials(ingest, cluster)
+        if default_config.registry.backend == "s3":
+            _read_store_credentials(deploy, cluster)
+        _read_serving_token(deploy, cluster)
         for task in (ingest, validate, augment, train, compress, evaluate, bless, deploy, reject):
             _run_unprivileged(task, cluster)
 

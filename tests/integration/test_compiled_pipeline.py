@@ -130,15 +130,25 @@ def test_every_step_runs_as_the_images_unprivileged_user(compiled):
         assert executor["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, name
 
 
-def test_the_deploy_step_reads_store_credentials_from_the_secret_by_name(compiled):
-    (secret,) = platform_executors(compiled)["exec-deploy-component"]["secretAsEnv"]
+@pytest.mark.parametrize("step", ["ingest", "deploy"])
+def test_the_steps_that_reach_minio_read_its_credentials_from_the_secret_by_name(compiled, step):
+    (secret,) = platform_executors(compiled)[f"exec-{step}-component"]["secretAsEnv"]
     assert secret["secretName"] == "aimass-minio-credentials"
     assert {pair["envVar"] for pair in secret["keyToEnv"]} == {"AIMASS_S3_ACCESS_KEY", "AIMASS_S3_SECRET_KEY"}
-    assert not [name for name, executor in platform_executors(compiled).items()
-                if "secretAsEnv" in executor and name != "exec-deploy-component"]
+
+
+def test_no_other_step_sees_a_secret(compiled):
+    readers = {name for name, executor in platform_executors(compiled).items() if "secretAsEnv" in executor}
+    assert readers == {"exec-ingest-component", "exec-deploy-component"}
 
 
 def test_the_compiled_default_configuration_uses_minio_and_helm(compiled):
     default = documents(compiled)[0]["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     config = AimassConfig.from_json(default)
     assert (config.registry.backend, config.release.backend, config.profile) == ("s3", "helm", "full")
+    assert config.data.remote_url == "s3://aimass-data/dvc"
+
+
+def test_the_pipeline_takes_the_data_version_to_pull_as_a_parameter(compiled):
+    parameters = documents(compiled)[0]["root"]["inputDefinitions"]["parameters"]
+    assert {"config_json", "git_commit", "data_version"} <= set(parameters)
