@@ -258,6 +258,19 @@ class KubernetesConfig(_Section):
                                                                 "token, for the deploy step's smoke test")
 
 
+class KubeflowConfig(_Section):
+    """Where `aimass submit | runs | schedule` reach Kubeflow Pipelines. A bearer token, when the endpoint needs one,
+    comes from $AIMASS_KFP_TOKEN only; without a host, kfp finds the API through the kubeconfig."""
+
+    host: str | None = Field(None, pattern=r"^https?://\S+$", description="KFP API endpoint, e.g. "
+                                                                          "https://kubeflow.example.com/pipeline")
+    namespace: str = Field("kubeflow", description="the KFP namespace (a profile namespace on multi-user Kubeflow)")
+    experiment: str = Field("aimass", min_length=1, description="runs and schedules are grouped under it")
+    service_account: str = Field("aimass-pipeline", description="runs act as it (see manifests/)")
+    kube_context: str | None = None
+    poll_seconds: float = Field(10.0, gt=0, description="how often --wait asks for the run's state")
+
+
 class AimassConfig(_Section):
     profile: Literal["tiny", "quick", "full"] = "quick"
     data: DataConfig = DataConfig()
@@ -272,6 +285,7 @@ class AimassConfig(_Section):
     release: ReleaseConfig = ReleaseConfig()
     serving: ServingConfig = ServingConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     @model_validator(mode="after")
     def _student_is_smaller_than_the_teacher(self) -> AimassConfig:
