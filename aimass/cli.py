@@ -75,6 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                           "machine and print a summary of every step.")
     _add_config_arguments(run)
     _add_repo_argument(run)
+    run.add_argument("--summary-markdown", type=Path, default=None, metavar="FILE",
+                     help="also write the summary as Markdown (what CI posts on a pull request)")
     run.add_argument("--pipeline-root", type=Path, default=None,
                      help="where artifacts go (default: runs/<timestamp> in the repository)")
     run.set_defaults(handler=_run)
@@ -180,6 +182,8 @@ def _add_kubeflow_commands(commands) -> None:
     create.add_argument("--catch-up", action="store_true", help="after a pause, start the runs that were missed")
     create.add_argument("--replace", action="store_true", help="delete recurring runs of the same name first")
     create.add_argument("--pipeline", type=Path, default=None, help="a compiled pipeline YAML to run instead")
+    create.add_argument("--git-commit", default=None, help="default: HEAD of --repo (refused when the tree is dirty)")
+    create.add_argument("--data-version", default=None, help="DVC md5 to train on (default: what data.dvc pins)")
     schedule_list = schedule_commands.add_parser("list", help="recurring runs of the experiment")
     delete = schedule_commands.add_parser("delete", help="delete a recurring run")
     delete.add_argument("schedule_id")
@@ -291,6 +295,10 @@ def _run(args: argparse.Namespace) -> int:
     pipeline_root = args.pipeline_root or timestamped_root(repo / "runs")
     result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo))
     print_run_summary(result)
+    if args.summary_markdown is not None:
+        from aimass.run_summary import markdown_run_summary
+
+        args.summary_markdown.write_text(markdown_run_summary(result, config.profile))
     if not result.succeeded:
         raise AimassError(f"the pipeline failed at step {result.failed_step or 'unknown'}: its error is above")
     return 0

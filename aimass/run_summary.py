@@ -9,6 +9,7 @@ from rich.table import Table
 
 from aimass import terminal
 from aimass.pipelines.local_run import LocalRunResult
+from aimass.reports import markdown_table
 
 _STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "bold red", "not run": "dim"}
 
@@ -53,3 +54,27 @@ def print_run_summary(result: LocalRunResult, console: Console | None = None) ->
         console.print("serve it: [bold]aimass serve[/] (then POST to /v2/models/<name>/infer; see the README)")
     if result.run_dir is not None:
         console.print(f"artifacts: {result.run_dir}")
+
+
+def markdown_run_summary(result: LocalRunResult, profile: str) -> str:
+    """The same summary as Markdown: each step's status and time, the test metrics, the gate's verdict."""
+    steps = markdown_table(["step", "status", "seconds"], [
+        (step.name, step.status, "" if step.seconds is None else f"{step.seconds:.1f}") for step in result.steps])
+    lines = [f"### aimass run (`{profile}` profile): {'succeeded' if result.succeeded else 'FAILED'}", "", steps, ""]
+    metrics = result.artifact("evaluate", "metrics")
+    if metrics is not None:
+        values = metrics["metadata"]
+        lines.append(f"- test accuracy **{values['accuracy']:.4f}**, macro-F1 {values['macro_f1']:.4f}, "
+                     f"ROC-AUC {values['roc_auc_ovr']:.4f}")
+    if (chosen := result.parameter("evaluate", "chosen")) is not None:
+        lines.append(f"- shipped model: `{chosen}`")
+    if (reasons := result.parameter("evaluate", "reasons")) is not None:
+        lines.append("- gate: " + "; ".join(json.loads(reasons)))
+    smoke = result.artifact("deploy", "smoke_metrics")
+    if smoke is not None:
+        values = smoke["metadata"]
+        lines.append(f"- deployed {values['model_version']}; served-model accuracy "
+                     f"{values['smoke_test_accuracy']:.4f} on {int(values['smoke_test_images'])} held-out images")
+    if result.failed_step:
+        lines.append(f"- failed at step `{result.failed_step}`")
+    return "\n".join(lines) + "\n"

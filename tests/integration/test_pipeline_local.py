@@ -106,3 +106,13 @@ def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_pat
     assert statuses(result)["reject-model"] == "FAILURE"
     assert statuses(result)["bless-model"] == "not run"
     assert json.loads(result.parameter("evaluate", "reasons"))[0].startswith("accuracy")
+
+
+def test_the_markdown_summary_ci_posts_has_every_step_and_the_metrics(successful_run):
+    from aimass.run_summary import markdown_run_summary
+
+    summary = markdown_run_summary(successful_run, "tiny")
+    assert summary.startswith("### aimass run (`tiny` profile): succeeded")
+    assert "| deploy | SUCCESS |" in summary and "| reject-model | not run |" in summary
+    accuracy = successful_run.artifact("evaluate", "metrics")["metadata"]["accuracy"]
+    assert f"test accuracy **{accuracy:.4f}**" in summary
