@@ -79,6 +79,15 @@ class ReleaseBackend(ABC):
         return deployed[-1]
 
 
+def revision_lineage(record: ModelVersion) -> dict[str, str]:
+    """What a revision records of its model, so that it answers "which data and code?" on its own: the version's
+    lineage (data md5, git commit, pipeline run id and name), its parent version and the gate's metrics."""
+    lineage = {key: str(value) for key, value in record.lineage.items()}
+    lineage["parent_version"] = record.parent_version or "none"
+    lineage.update({f"gate_{name}": f"{value:.4f}" for name, value in sorted(record.metrics.items())})
+    return lineage
+
+
 def default_trigger() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -94,7 +103,7 @@ class EmbeddedReleaseBackend(ReleaseBackend):
         record = self.registry.get(model_version)  # refuses unknown versions before anything changes
         with self._locked_history() as revisions:
             description = "Upgrade complete" if _deployed(revisions) else "Install complete"
-            return self._append(revisions, record.version, record.lineage, description, triggered_by)
+            return self._append(revisions, record.version, revision_lineage(record), description, triggered_by)
 
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:
         with self._locked_history() as revisions:
@@ -199,7 +208,7 @@ class HelmReleaseBackend(ReleaseBackend):
         return {
             "model": {"name": record.name, "version": record.version, "storageUri": storage_uri,
                       "sha256": manifest_sha256(record)},
-            "lineage": {key: str(value) for key, value in record.lineage.items()},
+            "lineage": revision_lineage(record),
             "triggeredBy": triggered_by,
             "image": {"repository": repository, "tag": tag},
             "storage": self.storage_values,

@@ -110,7 +110,8 @@ def test_a_revision_pins_the_model_by_storage_uri_and_manifest_sha256(config, re
     assert values["model"] == {"name": "fashion-mnist-classifier", "version": "v2",
                                "storageUri": f"s3://{bucket}/models/fashion-mnist-classifier/versions/v2",
                                "sha256": manifest_sha256(registry.get("v2"))}
-    assert values["lineage"] == registry.get("v2").lineage and values["triggeredBy"] == "pipeline run r-7"
+    assert values["lineage"] == {**registry.get("v2").lineage, "parent_version": "none"}
+    assert values["triggeredBy"] == "pipeline run r-7"
     assert f"{values['image']['repository']}:{values['image']['tag']}" == PROJECT_IMAGE
     assert values["storage"] == {"endpoint": config.registry.s3_endpoint, "secure": False}
 

@@ -58,3 +58,12 @@ def test_lineage_of_an_unknown_revision_lists_the_known_ones(repo, capsys):
     main(["release", "deploy", "v1", *repo])
     assert main(["lineage", "--release", "9", *repo]) == 1
     assert "no release revision 9; revisions: 1" in capsys.readouterr().err
+
+
+def test_a_revision_records_the_parent_version_and_gate_metrics_besides_data_code_and_run(repo, capsys):
+    main(["release", "deploy", "v2", *repo])
+    capsys.readouterr()
+    main(["release", "status", *repo])
+    status = capsys.readouterr().out
+    for expected in ("parent_version v1", "gate_accuracy 0.8300", "run_name run-two", "git_commit " + "2" * 40):
+        assert expected in status

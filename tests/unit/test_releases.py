@@ -30,7 +30,8 @@ def test_each_deploy_is_a_new_revision_and_only_the_last_is_deployed(releases):
 
 def test_a_revision_records_the_lineage_of_its_model(releases, registry):
     revision = releases.deploy("v1", "alice@laptop")
-    assert revision.lineage == registry.get("v1").lineage and revision.lineage["data_md5"].endswith(".dir")
+    assert revision.lineage == {**registry.get("v1").lineage, "parent_version": "none"}
+    assert revision.lineage["data_md5"].endswith(".dir")
 
 
 def test_rollback_without_a_target_serves_the_previous_revisions_model(releases):
