@@ -146,6 +146,16 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(0, ge=0, description="0 = one per CPU this process may use")
     compile: bool = Field(False, description="torch.compile the model (pays off on GPUs, for long runs)")
+    nproc: int = Field(1, ge=1, le=64, description="processes training one model in sync (torchrun + "
+                                                   "DistributedDataParallel; NCCL on GPUs, one GPU each; gloo on CPU)")
+    collective_timeout_seconds: float = Field(
+        300.0, gt=0, description="with nproc > 1: a rank that stops answering fails the step after this long")
+    nodes: int = Field(1, ge=1, le=64, description="nodes training one model (on a cluster: a PyTorchJob of the "
+                                                   "Kubeflow training operator, nproc processes per node)")
+    shared_volume_claim: str = Field("aimass-training-shared", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                     description="ReadWriteMany claim a multi-node job's pods and the train step "
+                                                 "share for inputs and the model")
+    job_timeout_seconds: int = Field(24 * 3600, ge=60, description="how long the train step waits for a PyTorchJob")
 
 
 CompressionMethod = Literal["prune_unstructured", "prune_channels", "quantize_int8", "distill", "distill_int8"]

@@ -1,7 +1,9 @@
 """train: fit the CNN on the train split, early-stopping on the validation split.
 
 On CUDA the whole split lives on the GPU and steps run under bf16 autocast in channels_last layout; on CPU the step
-uses one thread per CPU the process may run on. With `augment.on_the_fly` every batch goes through the augmentation
+uses one thread per CPU the process may run on. With `train.nproc > 1` the same loop runs in that many processes
+under torchrun (aimass/distributed.py): DistributedDataParallel averages gradients, each rank takes its own slice of
+every epoch's shuffled index, losses and accuracies are summed across ranks, and only rank 0 writes the model. With `augment.on_the_fly` every batch goes through the augmentation
 policy on the device before normalisation. Batches are slices of one shuffled index per epoch, so the loop has
 no DataLoader workers to feed. Weights go out as safetensors with a JSON model card, never as a pickle.
 """
@@ -52,6 +54,9 @@ class TrainResult:
     best_validation_accuracy: float
     stopped_early: bool
     history: list[EpochRecord] = field(default_factory=list)
+    # With several processes: world size, backend, images each rank trained on in the first epoch, and whether the
+    # ranks' shards were disjoint (checked on the indices themselves).
+    distributed: dict | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -74,10 +79,10 @@ def select_device(preference: str) -> torch.device:
     return torch.device(preference)
 
 
-def configure_cpu_threads(requested: int) -> int:
-    """Use `requested` intra-op threads, or one per CPU in this process's affinity mask (containers often have
-    fewer CPUs than `os.cpu_count()` reports, and oversubscribed threads slow convolutions down)."""
-    threads = requested or len(os.sched_getaffinity(0))
+def configure_cpu_threads(requested: int, processes: int = 1) -> int:
+    """Use `requested` intra-op threads, or this process's share of the CPUs in its affinity mask (containers often
+    have fewer CPUs than `os.cpu_count()` reports, and oversubscribed threads slow convolutions down)."""
+    threads = requested or max(1, len(os.sched_getaffinity(0)) // processes)
     torch.set_num_threads(threads)
     return threads
 
@@ -91,14 +96,40 @@ def smoothed_cross_entropy(label_smoothing: float) -> LossFunction:
     return lambda logits, labels, _batch: F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes training one model (torch.distributed is initialised)."""
+
+    rank: int
+    world_size: int
+
+    @property
+    def is_first(self) -> bool:
+        return self.rank == 0
+
+
+def rank_shard(order: torch.Tensor, ranks: Ranks | None) -> torch.Tensor:
+    """This rank's slice of an epoch's shuffled index (every rank draws the same permutation): the slices are
+    disjoint and together cover every index, as torch's DistributedSampler does."""
+    return order if ranks is None else order[ranks.rank::ranks.world_size]
+
+
 class _StepRunner:
-    """One optimisation step, set up once for the device: autocast, memory layout, optional torch.compile."""
+    """One optimisation step, set up once for the device: autocast, memory layout, optional torch.compile, and
+    DistributedDataParallel when several processes train the model together."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
-                 loss: LossFunction):
+                 loss: LossFunction, ranks: Ranks | None = None):
         self.on_cuda = device.type == "cuda"
         self.model = model.to(memory_format=torch.channels_last) if self.on_cuda else model
         self.forward = torch.compile(self.model) if config.compile else self.model
+        self.train_forward = self.forward
+        if ranks is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Gradients are averaged across ranks during backward; evaluation uses the plain module (rank 0 only).
+            self.train_forward = DistributedDataParallel(self.forward, device_ids=[device.index] if self.on_cuda
+                                                         else None)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
                                          nesterov=config.momentum > 0, weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -115,7 +146,7 @@ class _StepRunner:
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (summed loss, correct predictions) as tensors, so the hot loop never waits on the device."""
         with self.autocast():
-            logits = self.forward(self.layout(inputs))
+            logits = self.train_forward(self.layout(inputs))
             loss = self.loss(logits, labels, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,12 +179,18 @@ def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.devic
 
 
 def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
-                     progress: bool = False) -> tuple[nn.Module, TrainResult]:
+                     progress: bool = False, ranks: Ranks | None = None) -> tuple[nn.Module, TrainResult]:
     """Train a fresh classifier and return it with the weights of its best validation epoch."""
     torch.manual_seed(config.train.seed)
     device = select_device(config.train.device)
-    return fit(build_classifier(config.model).to(device), config.train, _batch_source(config, train_set, device),
-               train_set.labels, validation_set, smoothed_cross_entropy(config.train.label_smoothing), progress)
+    if ranks is not None and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))  # one GPU per process
+        torch.cuda.set_device(device)
+    model = build_classifier(config.model).to(device)  # the same initial weights on every rank
+    if ranks is not None:
+        torch.manual_seed(config.train.seed + ranks.rank)  # but each rank its own augmentation draws
+    return fit(model, config.train, _batch_source(config, train_set, device), train_set.labels, validation_set,
+               smoothed_cross_entropy(config.train.label_smoothing), progress, ranks)
 
 
 def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -163,43 +200,52 @@ def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.
 
 def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.Tensor], torch.Tensor],
         train_labels: np.ndarray, validation_set: ImageSet, loss: LossFunction,
-        progress: bool = False) -> tuple[nn.Module, TrainResult]:
+        progress: bool = False, ranks: Ranks | None = None) -> tuple[nn.Module, TrainResult]:
     """Optimise `model` (already on its device) with early stopping; returns it on the CPU with its best weights.
 
-    `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented).
+    `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented). With
+    `ranks`, this process is one of several: `settings.batch_size` is the global batch, split across the ranks.
     """
     device = next(model.parameters()).device
-    threads = configure_cpu_threads(settings.cpu_threads)
+    world = ranks.world_size if ranks else 1
+    threads = configure_cpu_threads(settings.cpu_threads, world)
     train_y = torch.from_numpy(train_labels).long().to(device)
     val_x, val_y = images_to_tensor(validation_set.images, device), torch.from_numpy(validation_set.labels).long().to(device)
     batch_size = min(settings.batch_size, len(train_y))
+    rank_batch = max(batch_size // world, 1)
     steps_per_epoch = len(train_y) // batch_size  # drop the ragged tail: a batch of one breaks BatchNorm
-    runner = _StepRunner(model, settings, device, settings.epochs * steps_per_epoch, loss)
-    shuffle = torch.Generator(device=device).manual_seed(settings.seed)
+    runner = _StepRunner(model, settings, device, settings.epochs * steps_per_epoch, loss, ranks)
+    shuffle = torch.Generator(device=device).manual_seed(settings.seed)  # the same permutation on every rank
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
                          best_validation_accuracy=-1.0, stopped_early=False)
     best_state = copy.deepcopy(model.state_dict())
-    with _progress_bar(progress, settings.epochs * steps_per_epoch) as advance:
+    leader = ranks is None or ranks.is_first
+    with _progress_bar(progress and leader, settings.epochs * steps_per_epoch, quiet=not leader) as advance:
         for epoch in range(1, settings.epochs + 1):
             model.train()
-            order = torch.randperm(len(train_y), device=device, generator=shuffle)
+            order = rank_shard(torch.randperm(len(train_y), device=device, generator=shuffle), ranks)
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
             started = time.perf_counter()
             for step in range(steps_per_epoch):
-                batch = order[step * batch_size:(step + 1) * batch_size]
+                batch = order[step * rank_batch:(step + 1) * rank_batch]
                 step_loss, step_correct = runner.step(train_inputs(batch), train_y[batch], batch)
                 loss_sum += step_loss
                 correct += step_correct
                 advance()
-            seen = steps_per_epoch * batch_size
+            if ranks is not None and epoch == 1:
+                result.distributed = _check_shards(order[:steps_per_epoch * rank_batch], ranks, device)
+            seen = steps_per_epoch * rank_batch * world
+            loss_sum, correct = _summed_over_ranks(loss_sum, ranks), _summed_over_ranks(correct, ranks)
             train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen  # .item() syncs the device
             seconds = time.perf_counter() - started
-            val_loss, val_accuracy = runner.evaluate(val_x, val_y)
+            val_loss, val_accuracy = _validated_by_first_rank(runner, val_x, val_y, ranks, device)
             record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy,
                                  runner.schedule.get_last_lr()[0], seconds, seen / seconds)
             result.history.append(record)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f | validation loss %.4f acc %.4f | %.0f images/s",
-                     epoch, settings.epochs, train_loss, train_accuracy, val_loss, val_accuracy, record.images_per_second)
+            if leader:
+                log.info("epoch %d/%d: train loss %.4f acc %.4f | validation loss %.4f acc %.4f | %.0f images/s",
+                         epoch, settings.epochs, train_loss, train_accuracy, val_loss, val_accuracy,
+                         record.images_per_second)
             if val_accuracy > result.best_validation_accuracy:
                 result.best_epoch, result.best_validation_accuracy = epoch, val_accuracy
                 best_state = copy.deepcopy(model.state_dict())
@@ -211,14 +257,49 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     return model.to(memory_format=torch.contiguous_format).cpu().eval(), result
 
 
+def _summed_over_ranks(value: torch.Tensor, ranks: Ranks | None) -> torch.Tensor:
+    if ranks is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def _validated_by_first_rank(runner: _StepRunner, val_x: torch.Tensor, val_y: torch.Tensor, ranks: Ranks | None,
+                             device: torch.device) -> tuple[float, float]:
+    """(validation loss, accuracy): measured by rank 0 and sent to every rank, so all take the same early-stopping
+    decision on the same numbers (BatchNorm statistics differ slightly between ranks)."""
+    if ranks is None:
+        return runner.evaluate(val_x, val_y)
+    import torch.distributed as dist
+
+    measured = torch.tensor(runner.evaluate(val_x, val_y) if ranks.is_first else (0.0, 0.0), device=device)
+    dist.broadcast(measured, src=0)
+    return float(measured[0]), float(measured[1])
+
+
+def _check_shards(indices: torch.Tensor, ranks: Ranks, device: torch.device) -> dict:
+    """Gather every rank's first-epoch indices on every rank and record whether the shards were disjoint."""
+    import torch.distributed as dist
+
+    gathered = [torch.empty_like(indices) for _ in range(ranks.world_size)]
+    dist.all_gather(gathered, indices)
+    seen = [set(shard.tolist()) for shard in gathered]
+    disjoint = sum(len(shard) for shard in seen) == len(set().union(*seen))
+    return {"world_size": ranks.world_size, "backend": dist.get_backend(),
+            "images_per_rank_first_epoch": [len(shard) for shard in seen], "disjoint_shards": disjoint}
+
+
 class _progress_bar:
     """Progress over optimisation steps: a rich bar on a terminal; elsewhere (KFP logs, kfp.local's piped output,
-    where a bar would arrive only at the end) a log line at every tenth of the run."""
+    where a bar would arrive only at the end) a log line at every tenth of the run; nothing on ranks other than 0."""
 
-    def __init__(self, enabled: bool, total_steps: int):
-        self.enabled, self.total_steps = enabled, total_steps
+    def __init__(self, enabled: bool, total_steps: int, quiet: bool = False):
+        self.enabled, self.total_steps, self.quiet = enabled, total_steps, quiet
 
     def __enter__(self):
+        if self.quiet:
+            return lambda: None
         if not self.enabled:
             return self._log_every_tenth()
         from rich.progress import Progress
@@ -264,15 +345,27 @@ def training_curves_html(history: list[EpochRecord]) -> str:
 
 
 def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Lineage,
-          training_set_dir: Path | None = None, progress: bool = False) -> TrainResult:
+          training_set_dir: Path | None = None, progress: bool = False, ranks: Ranks | None = None) -> TrainResult:
     """Train and write the model artifact (weights, card, manifest) to `model_dir`.
 
     Trains on `training_set_dir`'s train split (the augment stage's output) when given, else on `splits_dir`'s;
-    validates on `splits_dir`'s validation split.
+    validates on `splits_dir`'s validation split. With `train.nproc > 1` it starts that many processes under
+    torchrun (`ranks` is what each of them passes back in).
     """
+    if config.train.nodes > 1 and ranks is None:
+        from aimass.training_job import train_on_nodes
+
+        job_name = f"aimass-train-{lineage.run_id}"[:63].rstrip("-").lower()
+        return train_on_nodes(config, splits_dir, model_dir, lineage, training_set_dir, job_name)
+    if config.train.nproc > 1 and ranks is None:
+        from aimass.distributed import train_in_processes
+
+        return train_in_processes(config, splits_dir, model_dir, lineage, training_set_dir)
     splits, _ = load_image_sets(splits_dir)
     train_set = load_image_sets(training_set_dir)[0]["train"] if training_set_dir else splits["train"]
-    model, result = train_classifier(config, train_set, splits["validation"], progress=progress)
+    model, result = train_classifier(config, train_set, splits["validation"], progress=progress, ranks=ranks)
+    if ranks is not None and not ranks.is_first:
+        return result  # only rank 0 writes the model
     save_model(model_dir, model, config.model, card={
         "lineage": lineage.to_dict(),
         "training": result.to_dict(),

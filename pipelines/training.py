@@ -22,6 +22,7 @@ from aimass.components.validate_data import validate_data_component
 from aimass.config import AimassConfig, KubernetesConfig
 from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
 from aimass.serving import TOKEN_ENV
+from aimass.training_job import SHARED_MOUNT
 
 PIPELINE_NAME = "aimass-training"
 
@@ -79,7 +80,11 @@ def build_training_pipeline(default_config: AimassConfig):
             training_set=augment.outputs["training_set"], git_commit=git_commit,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         ).set_display_name("train")
-        _schedule_on_gpu(train, cluster)
+        if default_config.train.nodes > 1:
+            # The step only starts the PyTorchJob whose pods hold the GPUs, and shares a volume with them.
+            kubernetes.mount_pvc(train, pvc_name=default_config.train.shared_volume_claim, mount_path=SHARED_MOUNT)
+        else:
+            _schedule_on_gpu(train, cluster)
 
         # ---- Compression stage ----
         compress = compress_component(config_json=config_json, model=train.outputs["model"],

@@ -152,3 +152,13 @@ def test_the_compiled_default_configuration_uses_minio_and_helm(compiled):
 def test_the_pipeline_takes_the_data_version_to_pull_as_a_parameter(compiled):
     parameters = documents(compiled)[0]["root"]["inputDefinitions"]["parameters"]
     assert {"config_json", "git_commit", "data_version"} <= set(parameters)
+
+
+def test_a_multi_node_train_step_shares_a_volume_with_its_pytorchjob_and_holds_no_gpu(tmp_path):
+    config = load_config("full", [*CLUSTER_OVERRIDES, "train.nodes=2", "train.nproc=4"])
+    pipeline_spec, platform_spec = documents(compile_pipeline(config, tmp_path / "p.yaml").read_text())
+    train = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-component"]
+    (mount,) = train["pvcMount"]
+    assert (mount["mountPath"], mount["constant"]) == ("/shared", "aimass-training-shared")
+    assert "nodeSelector" not in train and "tolerations" not in train
+    assert "accelerator" not in executor(pipeline_spec, "train-component")["resources"]
