@@ -51,6 +51,7 @@ compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or it
 bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression needs a teacher from `make run`)
 	$(BIN)/aimass data import
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/distributed_scaling.py
 	$(BIN)/python bench/augment_throughput.py
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
