@@ -190,6 +190,82 @@ class GateConfig(_Section):
     max_latency_ratio: float = Field(1.0, gt=0, description="candidate batch-1 p50 latency / teacher's, at most")
 
 
+class SearchDimension(_Section):
+    """One hyper-parameter's range: a list of `values` (grid, or categories), or `low`..`high` (optionally on a log
+    scale, optionally integers)."""
+
+    values: tuple[float | int | str | bool, ...] | None = Field(None, min_length=1)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind_of_range(self) -> SearchDimension:
+        ranged = self.low is not None or self.high is not None
+        if (self.values is None) == (not ranged):
+            raise ValueError("give either `values` or `low` and `high`")
+        if ranged and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and ranged and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+# What a search may tune: the model, its training and the augmentation policy, never data, gate or deployment.
+_SEARCHABLE_PREFIXES = ("train.", "model.", "augment.")
+_NOT_SEARCHABLE = {"train.device", "train.nproc", "train.nodes", "train.epochs", "train.seed",
+                   "train.shared_volume_claim", "train.job_timeout_seconds", "train.collective_timeout_seconds"}
+
+
+def _is_searchable_leaf(key: str) -> bool:
+    """Whether `key` names a setting (not a section) under train., model. or augment."""
+    section_name, _, rest = key.partition(".")
+    node: type[BaseModel] | None = {"train": TrainConfig, "model": ModelConfig, "augment": AugmentConfig}.get(
+        section_name)
+    parts = rest.split(".") if rest else []
+    for index, part in enumerate(parts):
+        if node is None or part not in node.model_fields:
+            return False
+        annotation = node.model_fields[part].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if index == len(parts) - 1:
+            return not is_section
+        node = annotation if is_section else None
+    return False
+
+
+class HpoConfig(_Section):
+    """The hyper-parameter search before the final training: trials fan out as a KFP ParallelFor, each a short
+    training run scored by validation accuracy; the best parameters feed the train step."""
+
+    enabled: bool = False
+    strategy: Literal["grid", "random", "tpe"] = Field("tpe", description="tpe: Optuna's TPE sampler, asked in "
+                                                                          "batches of `parallelism`")
+    space: dict[str, SearchDimension] = Field(
+        default_factory=lambda: {"train.learning_rate": SearchDimension(low=0.01, high=0.2, log=True),
+                                 "train.weight_decay": SearchDimension(values=(1e-4, 5e-4, 1e-3))},
+        description="dotted configuration key -> range")
+    trials: int = Field(8, ge=1, le=256, description="trials for random and tpe (grid: every combination)")
+    parallelism: int = Field(4, ge=1, le=64, description="trials running at once; one round of the search")
+    trial_epochs: int = Field(2, ge=1, description="epochs of each trial's short training")
+    pruning: bool = Field(True, description="stop a trial whose validation accuracy falls below the median of "
+                                            "earlier rounds' trials at the same epoch")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _space_is_searchable(self) -> HpoConfig:
+        if not self.space:
+            raise ValueError("hpo.space is empty: give at least one key to search")
+        for key, dimension in self.space.items():
+            if not _is_searchable_leaf(key) or key in _NOT_SEARCHABLE:
+                raise ValueError(f"hpo.space key {key!r} cannot be searched: use train.*, model.* or augment.* keys "
+                                 f"(except {', '.join(sorted(_NOT_SEARCHABLE))})")
+            if self.strategy == "grid" and dimension.values is None:
+                raise ValueError(f"hpo.strategy=grid needs `values` for every key; {key!r} has a range")
+        return self
+
+
 class RegistryConfig(_Section):
     """Where model versions live. S3 credentials come from $AIMASS_S3_ACCESS_KEY / $AIMASS_S3_SECRET_KEY only."""
 
@@ -296,6 +372,7 @@ class AimassConfig(_Section):
     serving: ServingConfig = ServingConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
+    hpo: HpoConfig = HpoConfig()
 
     @model_validator(mode="after")
     def _student_is_smaller_than_the_teacher(self) -> AimassConfig:
@@ -327,10 +404,16 @@ PROFILES: dict[str, dict[str, Any]] = {
                      "latency_runs": 20, "throughput_runs": 3},
         "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4, "max_accuracy_drop": 0.05},
         "serving": {"smoke_test_images": 200},
+        "hpo": {"enabled": True, "strategy": "grid", "trial_epochs": 1, "parallelism": 2,
+                "space": {"train.learning_rate": {"values": [0.001, 0.05]}, "model.dropout": {"values": [0.0, 0.2]}}},
     },
     "quick": {},
     "full": {
         "train": {"epochs": 30, "batch_size": 512, "learning_rate": 0.2, "early_stopping_patience": 4, "compile": True},
+        "hpo": {"enabled": True, "strategy": "tpe", "trials": 16, "parallelism": 4, "trial_epochs": 5,
+                "space": {"train.learning_rate": {"low": 0.02, "high": 0.5, "log": True},
+                          "train.weight_decay": {"low": 1e-5, "high": 1e-3, "log": True},
+                          "model.dropout": {"low": 0.0, "high": 0.3}}},
         "gate": {"min_accuracy": 0.92, "min_macro_f1": 0.92},
     },
 }

@@ -12,6 +12,7 @@ class Lineage:
     git_commit: str  # commit of the pipeline code, suffixed "-dirty" when the tree had uncommitted changes
     run_id: str  # KFP pipeline job id
     run_name: str
+    hyperparameters: str = "{}"  # JSON of what the hyper-parameter search chose, "{}" when none ran
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -30,6 +30,12 @@ def print_run_summary(result: LocalRunResult, console: Console | None = None) ->
         console.print(f"data validation: {'passed' if docs['metadata'].get('success') else 'FAILED'}")
     elif result.failed_step == "validate-data":
         console.print("data validation: [bold red]FAILED[/] (the failed expectations are listed above)")
+    chosen_hyperparameters = result.parameter("hpo-select", "Output")
+    if chosen_hyperparameters is not None:
+        search = result.artifact("hpo-select", "metrics")["metadata"]
+        console.print(f"hyper-parameter search: {chosen_hyperparameters} (best of {int(search['trials'])} trials, "
+                      f"validation accuracy {search['best_validation_accuracy']:.4f}; "
+                      f"{int(search['pruned_trials'])} pruned)")
     metrics = result.artifact("evaluate", "metrics")
     if metrics is not None:
         values = metrics["metadata"]
@@ -68,6 +74,8 @@ def markdown_run_summary(result: LocalRunResult, profile: str) -> str:
                      f"ROC-AUC {values['roc_auc_ovr']:.4f}")
     if (chosen := result.parameter("evaluate", "chosen")) is not None:
         lines.append(f"- shipped model: `{chosen}`")
+    if (hyperparameters := result.parameter("hpo-select", "Output")) is not None:
+        lines.append(f"- hyper-parameters chosen by the search: `{hyperparameters}`")
     if (reasons := result.parameter("evaluate", "reasons")) is not None:
         lines.append("- gate: " + "; ".join(json.loads(reasons)))
     smoke = result.artifact("deploy", "smoke_metrics")

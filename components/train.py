@@ -87,6 +87,9 @@ def configure_cpu_threads(requested: int, processes: int = 1) -> int:
     return threads
 
 
+# Called after every epoch; returning False stops training there (a hyper-parameter search pruning a trial).
+EpochCallback = Callable[["EpochRecord"], bool]
+
 # (logits, labels, batch indices into the training set) -> scalar loss. The indices let a loss look up per-image
 # targets computed beforehand, such as a teacher's logits for distillation.
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -179,7 +182,8 @@ def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.devic
 
 
 def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
-                     progress: bool = False, ranks: Ranks | None = None) -> tuple[nn.Module, TrainResult]:
+                     progress: bool = False, ranks: Ranks | None = None,
+                     on_epoch: EpochCallback | None = None) -> tuple[nn.Module, TrainResult]:
     """Train a fresh classifier and return it with the weights of its best validation epoch."""
     torch.manual_seed(config.train.seed)
     device = select_device(config.train.device)
@@ -190,7 +194,7 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
     if ranks is not None:
         torch.manual_seed(config.train.seed + ranks.rank)  # but each rank its own augmentation draws
     return fit(model, config.train, _batch_source(config, train_set, device), train_set.labels, validation_set,
-               smoothed_cross_entropy(config.train.label_smoothing), progress, ranks)
+               smoothed_cross_entropy(config.train.label_smoothing), progress, ranks, on_epoch)
 
 
 def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -200,7 +204,8 @@ def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.
 
 def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.Tensor], torch.Tensor],
         train_labels: np.ndarray, validation_set: ImageSet, loss: LossFunction,
-        progress: bool = False, ranks: Ranks | None = None) -> tuple[nn.Module, TrainResult]:
+        progress: bool = False, ranks: Ranks | None = None,
+        on_epoch: EpochCallback | None = None) -> tuple[nn.Module, TrainResult]:
     """Optimise `model` (already on its device) with early stopping; returns it on the CPU with its best weights.
 
     `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented). With
@@ -252,6 +257,9 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
             elif epoch - result.best_epoch >= settings.early_stopping_patience:
                 result.stopped_early = epoch < settings.epochs
                 log.info("early stop: no validation gain for %d epochs", epoch - result.best_epoch)
+                break
+            if on_epoch is not None and not on_epoch(record):
+                result.stopped_early = epoch < settings.epochs
                 break
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).cpu().eval(), result
@@ -376,7 +384,8 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
 
 @project_component
 def train_component(config_json: str, splits: Input[Dataset], training_set: Input[Dataset], git_commit: str,
-                    run_id: str, run_name: str, model: Output[Model], metrics: Output[Metrics], curves: Output[HTML]):
+                    run_id: str, run_name: str, hyperparameters_json: str, model: Output[Model],
+                    metrics: Output[Metrics], curves: Output[HTML]):
     """Train the classifier; early stopping on validation accuracy restores the best epoch's weights.
 
     Args:
@@ -386,6 +395,8 @@ def train_component(config_json: str, splits: Input[Dataset], training_set: Inpu
         git_commit: commit of the pipeline code, recorded in the model's lineage.
         run_id: KFP pipeline job id, recorded in the lineage.
         run_name: KFP pipeline job name, recorded in the lineage.
+        hyperparameters_json: what the hyper-parameter search chose (dotted keys), applied over the config; "{}"
+            when no search ran.
         model: safetensors weights + model.json card + sha256 manifest.
         metrics: losses, accuracies, epochs and training images/s.
         curves: loss and accuracy per epoch as an HTML page.
@@ -394,13 +405,19 @@ def train_component(config_json: str, splits: Input[Dataset], training_set: Inpu
     import sys
     from pathlib import Path
 
+    import json
+
+    from aimass.components.hpo import apply_hyperparameters
     from aimass.components.train import train, training_curves_html
     from aimass.config import AimassConfig
     from aimass.lineage import Lineage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    lineage = Lineage(data_md5=splits.metadata["data_md5"], git_commit=git_commit, run_id=run_id, run_name=run_name)
-    result = train(AimassConfig.from_json(config_json), Path(splits.path), Path(model.path), lineage,
+    chosen = json.loads(hyperparameters_json or "{}")
+    config = apply_hyperparameters(AimassConfig.from_json(config_json), chosen)
+    lineage = Lineage(data_md5=splits.metadata["data_md5"], git_commit=git_commit, run_id=run_id, run_name=run_name,
+                      hyperparameters=json.dumps(chosen, sort_keys=True))
+    result = train(config, Path(splits.path), Path(model.path), lineage,
                    training_set_dir=Path(training_set.path), progress=sys.stdout.isatty())
     final = result.history[result.best_epoch - 1]
     model.metadata.update({**lineage.to_dict(), "framework": "pytorch", "format": "safetensors",

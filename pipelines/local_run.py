@@ -17,8 +17,8 @@ from kfp import local
 from aimass.config import AimassConfig
 from aimass.pipelines.training import PIPELINE_NAME, build_training_pipeline
 
-STEP_ORDER = ("ingest", "validate-data", "augment", "train", "compress", "evaluate", "bless-model", "deploy",
-              "reject-model")
+STEP_ORDER = ("ingest", "validate-data", "augment", "hpo-select", "train", "compress", "evaluate", "bless-model",
+              "deploy", "reject-model")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\w+)")
@@ -95,7 +95,9 @@ def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: 
     new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     run_dir = new_runs[-1] if new_runs else None
     steps = {record.name: record for record in timeline.steps.values()}
-    ordered = [steps.get(name, StepRecord(name)) for name in STEP_ORDER]
+    # The search's plan, trial and record tasks (one per round and trial) are summed up in its select step.
+    shown = [name for name in STEP_ORDER if name != "hpo-select" or config.hpo.enabled]
+    ordered = [steps.get(name, StepRecord(name)) for name in shown]
     return LocalRunResult(run_dir=run_dir, steps=ordered, outputs=_read_outputs(run_dir))
 
 

@@ -15,6 +15,8 @@ from aimass.components.augment import augment_component
 from aimass.components.compress import compress_component
 from aimass.components.deploy import deploy_component
 from aimass.components.evaluate import evaluate_component
+from aimass.components.hpo import (hpo_plan_component, hpo_record_component, hpo_select_component,
+                                   hpo_trial_component, search_rounds)
 from aimass.components.ingest import ingest_component
 from aimass.components.promote import bless_model_component, reject_model_component
 from aimass.components.train import train_component
@@ -57,6 +59,32 @@ def _read_serving_token(task: dsl.PipelineTask, cluster: KubernetesConfig) -> No
                                      secret_key_to_env={"token": TOKEN_ENV})
 
 
+def _hyperparameter_search(config: AimassConfig, config_json, splits, training_set):
+    """Rounds of trials, each round a ParallelFor over the strategy's asks, gathered with dsl.Collected; returns the
+    chosen parameters (JSON) for the train step."""
+    cluster, history = config.kubernetes, "[]"
+    for round_number in range(1, search_rounds(config.hpo) + 1):
+        plan = hpo_plan_component(config_json=config_json, history_json=history)
+        plan.set_display_name(f"hpo plan {round_number}")
+        with dsl.ParallelFor(plan.output, parallelism=config.hpo.parallelism, name=f"hpo-round-{round_number}") \
+                as trial:
+            run = hpo_trial_component(config_json=config_json, splits=splits, training_set=training_set,
+                                      trial_json=trial, history_json=history).set_display_name("hpo trial")
+            _request_resources(run, cluster.train_cpu_request, cluster.train_memory_request)
+            _schedule_on_gpu(run, cluster)  # each trial its own GPU
+            _run_unprivileged(run, cluster)
+        record = hpo_record_component(history_json=history, results=dsl.Collected(run.output))
+        record.set_display_name(f"hpo results {round_number}")
+        for task in (plan, record):
+            _request_resources(task, cluster.cpu_request, cluster.memory_request)
+            _run_unprivileged(task, cluster)
+        history = record.output
+    select = hpo_select_component(config_json=config_json, history_json=history).set_display_name("hpo select")
+    _request_resources(select, cluster.cpu_request, cluster.memory_request)
+    _run_unprivileged(select, cluster)
+    return select.outputs["Output"]
+
+
 def build_training_pipeline(default_config: AimassConfig):
     """The pipeline with `default_config` as its default parameters and its Kubernetes settings compiled in."""
     cluster = default_config.kubernetes
@@ -74,11 +102,18 @@ def build_training_pipeline(default_config: AimassConfig):
         augment = augment_component(config_json=config_json, splits=ingest.outputs["splits"]).after(validate)
         augment.set_display_name("augment")
 
+        # ---- Hyper-parameter search (its shape comes from the compiled configuration's hpo.*) ----
+        hyperparameters = "{}"
+        if default_config.hpo.enabled:
+            hyperparameters = _hyperparameter_search(default_config, config_json, ingest.outputs["splits"],
+                                                     augment.outputs["training_set"])
+
         # ---- Training stage ----
         train = train_component(
             config_json=config_json, splits=ingest.outputs["splits"],
             training_set=augment.outputs["training_set"], git_commit=git_commit,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            hyperparameters_json=hyperparameters,
         ).set_display_name("train")
         if default_config.train.nodes > 1:
             # The step only starts the PyTorchJob whose pods hold the GPUs, and shares a volume with them.

@@ -40,10 +40,19 @@ def test_train_is_scheduled_on_gpu_nodes_with_the_gpu_toleration(compiled):
     assert train["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
 
 
-def test_only_train_and_compress_ask_for_a_gpu(compiled):
+def test_only_train_compress_and_each_search_trial_ask_for_a_gpu(compiled):
     executors = documents(compiled)[0]["deploymentSpec"]["executors"]
     with_gpu = [name for name, spec in executors.items() if "accelerator" in spec["container"].get("resources", {})]
-    assert sorted(with_gpu) == ["exec-compress-component", "exec-train-component"]
+    trials = [name for name in with_gpu if name.startswith("exec-hpo-trial-component")]
+    assert sorted(set(with_gpu) - set(trials)) == ["exec-compress-component", "exec-train-component"]
+    assert len(trials) == 4  # one trial component per round of the full profile's search
+
+
+def test_the_full_profiles_search_fans_out_in_rounds_of_parallel_trials(compiled):
+    pipeline_spec = documents(compiled)[0]
+    loops = {name: spec for name, spec in pipeline_spec["root"]["dag"]["tasks"].items() if name.startswith("for-loop")}
+    assert len(loops) == 4  # 16 trials, 4 at a time
+    assert all(loop["iteratorPolicy"]["parallelismLimit"] == 4 for loop in loops.values())
 
 
 def test_compress_is_scheduled_on_gpu_nodes_too(compiled):
@@ -70,7 +79,11 @@ def test_every_task_but_deploy_has_caching_enabled(compiled):
     executed = {task["componentRef"]["name"]: task for task in all_tasks
                 if task["componentRef"]["name"].endswith("-component")}
     deploy = executed.pop("comp-deploy-component")
-    assert len(executed) == 8 and all(task["cachingOptions"]["enableCache"] for task in executed.values())
+    stages = {re.sub(r"-\d+$", "", name) for name in executed}
+    assert stages == {f"comp-{stage}-component" for stage in (
+        "ingest", "validate-data", "augment", "hpo-plan", "hpo-trial", "hpo-record", "hpo-select", "train",
+        "compress", "evaluate", "bless-model", "reject-model")}
+    assert all(task["cachingOptions"]["enableCache"] for task in executed.values())
     assert not deploy["cachingOptions"].get("enableCache")  # a cached deploy would release nothing
 
 
@@ -91,8 +104,9 @@ def test_the_gpu_node_selector_can_be_changed_at_compile_time(tmp_path):
 
 def test_blessing_and_deployment_run_only_when_the_gate_passed(compiled):
     spec = documents(compiled)[0]
-    assert "evaluate-component" in spec["root"]["dag"]["tasks"]["condition-branches-1"]["dependentTasks"]
-    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    (branching,) = [name for name in spec["root"]["dag"]["tasks"] if name.startswith("condition-branches")]
+    assert "evaluate-component" in spec["root"]["dag"]["tasks"][branching]["dependentTasks"]
+    branches = spec["components"][f"comp-{branching}"]["dag"]["tasks"]
     gate_passed = next(task for task in branches.values() if task["taskInfo"]["name"] == "gate-passed")
     condition = gate_passed["triggerPolicy"]["condition"]
     assert condition == "inputs.parameter_values['pipelinechannel--evaluate-component-passed'] == true"

@@ -18,7 +18,8 @@ def statuses(result):
 
 def test_every_step_succeeds_and_the_rejection_branch_is_skipped(successful_run):
     assert statuses(successful_run) == {
-        "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "train": "SUCCESS",
+        "ingest": "SUCCESS", "validate-data": "SUCCESS", "augment": "SUCCESS", "hpo-select": "SUCCESS",
+        "train": "SUCCESS",
         "compress": "SUCCESS", "evaluate": "SUCCESS", "bless-model": "SUCCESS", "deploy": "SUCCESS",
         "reject-model": "not run"}
     assert successful_run.succeeded
@@ -96,7 +97,9 @@ def test_bad_data_stops_the_dag_before_training(make_data_repo, tmp_path):
 
 
 def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_path):
-    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "gate.min_accuracy=0.999"])
+    # the search is not what this checks (the successful run covers it): off, to keep the suite short
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "gate.min_accuracy=0.999",
+                                  "hpo.enabled=false"])
     result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
     assert statuses(result)["reject-model"] == "FAILURE"
     assert statuses(result)["bless-model"] == "not run"
@@ -111,3 +114,15 @@ def test_the_markdown_summary_ci_posts_has_every_step_and_the_metrics(successful
     assert "| deploy | SUCCESS |" in summary and "| reject-model | not run |" in summary
     accuracy = successful_run.artifact("evaluate", "metrics")["metadata"]["accuracy"]
     assert f"test accuracy **{accuracy:.4f}**" in summary
+
+
+def test_the_search_ran_every_grid_trial_and_the_model_trained_on_its_choice(successful_run):
+    chosen = json.loads(successful_run.parameter("hpo-select", "Output"))
+    assert set(chosen) == {"train.learning_rate", "model.dropout"}
+    assert successful_run.artifact("hpo-select", "metrics")["metadata"]["trials"] == 4
+    trials = Path(successful_run.artifact("hpo-select", "trials")["uri"]).read_text()
+    assert trials.startswith("# Hyper-parameter search (grid, 4 trials)") and "**best**" in trials
+    card = load_model(Path(successful_run.artifact("train", "model")["uri"])).card
+    assert json.loads(card["lineage"]["hyperparameters"]) == chosen
+    assert card["config"]["train"]["learning_rate"] == chosen["train.learning_rate"]
+    assert card["config"]["model"]["dropout"] == chosen["model.dropout"]

@@ -12,6 +12,7 @@ from aimass.pipelines.compile import compile_pipeline
 RENDERED = {  # step -> {output: KFP artifact type the UI renders}
     "validate-data": {"data_docs": "system.HTML", "summary": "system.Markdown"},
     "augment": {"preview": "system.HTML"},
+    "hpo-select": {"trials": "system.Markdown", "plot": "system.HTML", "metrics": "system.Metrics"},
     "train": {"curves": "system.HTML", "metrics": "system.Metrics"},
     "compress": {"metrics": "system.Metrics", "report": "system.Markdown"},
     "evaluate": {"metrics": "system.Metrics", "classification": "system.ClassificationMetrics",
