@@ -52,6 +52,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/aimass data import
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/distributed_scaling.py
+	$(BIN)/python bench/hpo_trials.py
 	$(BIN)/python bench/augment_throughput.py
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
