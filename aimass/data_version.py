@@ -96,7 +96,7 @@ def pull_data(repo_dir: Path, settings: DataConfig) -> str:
     with _open_repo(repo_dir, _remote_config(settings)) as repo:
         try:
             repo.pull(targets=[target], remote=REMOTE_NAME, force=True)
-        except Exception as error:  # noqa: BLE001 (DVC reports a missing version through several types)
+        except Exception as error:  # DVC reports a missing version through several types
             raise DataVersionError(f"data version {md5} could not be pulled from {settings.remote_url} "
                                    f"({_first_line(error)}); was it pushed? `aimass data push` on a machine that "
                                    "has it") from error

@@ -12,7 +12,7 @@ from aimass.cli import main
 from aimass.kubeflow import KubeflowError, kfp_cron
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fakes"))
-from fake_kfp_api import FakeKfp, RunningFakeKfp, model_errors  # noqa: E402
+from fake_kfp_api import FakeKfp, RunningFakeKfp, model_errors
 
 COMPILED = REPO_ROOT / "pipelines" / "compiled" / "training_pipeline.yaml"
 
