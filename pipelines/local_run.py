@@ -5,6 +5,7 @@ local run exercises the very DAG, conditions and artifact passing that the clust
 """
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -88,9 +89,13 @@ def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: 
     timeline = _TaskTimeline()
     root_logger = logging.getLogger()
     root_logger.addFilter(timeline)
+    # kfp.local indents each task's output by swapping builtins.print in and out; tasks of a ParallelFor run in
+    # threads, and two overlapping swaps can leave the indenting print installed for good. Put the real one back.
+    real_print = builtins.print
     try:
         build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit)
     finally:
+        builtins.print = real_print
         root_logger.removeFilter(timeline)
     new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     run_dir = new_runs[-1] if new_runs else None

@@ -126,3 +126,9 @@ def test_the_search_ran_every_grid_trial_and_the_model_trained_on_its_choice(suc
     assert json.loads(card["lineage"]["hyperparameters"]) == chosen
     assert card["config"]["train"]["learning_rate"] == chosen["train.learning_rate"]
     assert card["config"]["model"]["dropout"] == chosen["model.dropout"]
+
+
+def test_a_run_leaves_print_as_it_found_it(successful_run, capsys):
+    # kfp.local's indenting print can stay installed after overlapping ParallelFor tasks (the search's trials)
+    print("plain")
+    assert capsys.readouterr().out == "plain\n"
