@@ -114,8 +114,9 @@ class FakeKfp:
             return JSONResponse(run)
         self._log(request)
         experiment = request.query_params.get("experiment_id")
-        found = [r for r in self.runs.values() if experiment in (None, r.get("experiment_id"))]
-        found.sort(key=lambda run: run["created_at"], reverse="desc" in request.query_params.get("sort_by", ""))
+        found = [r for r in self.runs.values() if experiment in (None, r.get("experiment_id"))]  # creation order
+        if "desc" in request.query_params.get("sort_by", ""):
+            found.reverse()
         return JSONResponse({"runs": found, "total_size": len(found)} if found else {})
 
     async def get_run(self, request: Request):
@@ -162,7 +163,8 @@ def _filter_value(filter_json: str | None, key: str) -> str | None:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+    nanoseconds = time.time_ns()  # one reading: seconds and fraction from the same instant
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(nanoseconds // 10**9)) + f".{nanoseconds % 10**9:09d}Z"
 
 
 class RunningFakeKfp:
