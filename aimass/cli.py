@@ -307,11 +307,8 @@ def _run(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from aimass.pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 
-    from aimass.config import CLUSTER_OVERRIDES, load_config
-
     # The compiled pipeline runs on a cluster: registry on MinIO, releases through Helm, unless --set says otherwise.
-    config = load_config(args.profile, [*CLUSTER_OVERRIDES, *args.overrides])
-    path = compile_pipeline(config, args.output or COMPILED_PIPELINE)
+    path = compile_pipeline(_cluster_config(args), args.output or COMPILED_PIPELINE)
     print(f"compiled the pipeline to {path}")
     return 0
 
@@ -449,10 +446,12 @@ def _pipeline_package(args: argparse.Namespace, config):
         yield compile_pipeline(config, Path(folder) / "pipeline.yaml")
 
 
-def _cluster_config(args: argparse.Namespace, repo: Path):
+def _cluster_config(args: argparse.Namespace, repo: Path | None = None):
+    """The configuration a cluster run gets: CLUSTER_OVERRIDES, then --set."""
     from aimass.config import CLUSTER_OVERRIDES, load_config
 
-    return load_config(args.profile, [f"data.repo_dir={repo}", *CLUSTER_OVERRIDES, *args.overrides])
+    located = [f"data.repo_dir={repo}"] if repo is not None else []
+    return load_config(args.profile, [*located, *CLUSTER_OVERRIDES, *args.overrides])
 
 
 def _submit(args: argparse.Namespace) -> int:

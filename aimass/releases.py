@@ -37,6 +37,7 @@ from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256
 DEPLOYED = "deployed"
 SUPERSEDED = "superseded"
 UNINSTALLED = "uninstalled"
+NOTHING_DEPLOYED = "nothing is deployed yet: `aimass release deploy VERSION` first"
 
 
 class ReleaseError(AimassError):
@@ -75,7 +76,7 @@ class ReleaseBackend(ABC):
     def status(self) -> Revision:
         deployed = [revision for revision in self.history() if revision.status == DEPLOYED]
         if not deployed:
-            raise ReleaseError("nothing is deployed yet: `aimass release deploy VERSION` first")
+            raise ReleaseError(NOTHING_DEPLOYED)
         return deployed[-1]
 
 
@@ -157,6 +158,10 @@ class EmbeddedReleaseBackend(ReleaseBackend):
             os.replace(staging.name, self.path)
 
 
+def _deployed_entry(entries: list[dict]) -> dict | None:
+    return next((entry for entry in reversed(entries) if entry["status"] == DEPLOYED), None)
+
+
 def _deployed(revisions: list[Revision]) -> Revision | None:
     return next((r for r in reversed(revisions) if r.status == DEPLOYED), None)
 
@@ -196,7 +201,7 @@ class HelmReleaseBackend(ReleaseBackend):
                        self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
                        *site_values, "-f", model_values.name,  # the model's values last: they win
                        failure_note="the previous revision keeps serving (helm rolled the failed one back)")
-        return self.history()[-1]
+        return self._latest()
 
     def model_values(self, record: ModelVersion, triggered_by: str) -> dict:
         """The values that pin `record` in a revision: model, lineage, trigger, the image and the store."""
@@ -215,34 +220,48 @@ class HelmReleaseBackend(ReleaseBackend):
         }
 
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:
-        revisions = self.history()
-        current = _deployed(revisions)
+        entries = self._entries()
+        current = _deployed_entry(entries)
         if current is None:
             raise ReleaseError("nothing is deployed yet, so there is nothing to roll back")
-        target = to_revision if to_revision is not None else current.revision - 1
-        if not any(revision.revision == target for revision in revisions):
-            known = ", ".join(str(revision.revision) for revision in revisions)
+        target = to_revision if to_revision is not None else current["revision"] - 1
+        if not any(entry["revision"] == target for entry in entries):
+            known = ", ".join(str(entry["revision"]) for entry in entries)
             raise ReleaseError(f"no revision {target} to roll back to; revisions helm keeps: {known} "
                                f"(release.history_max={self.settings.history_max})")
         self._helm("rollback", self.settings.name, str(target), *self._wait_flags(),
                    "--history-max", str(self.settings.history_max))
-        return self.history()[-1]
+        return self._latest()
 
     def uninstall(self, triggered_by: str) -> Revision:
-        if _deployed(self.history()) is None:
+        if _deployed_entry(self._entries()) is None:
             raise ReleaseError("nothing is deployed, so there is nothing to uninstall")
         self._helm("uninstall", self.settings.name, "--keep-history", *self._wait_flags(),
                    "--description", f"Uninstalled by {triggered_by}")
-        return self.history()[-1]
+        return self._latest()
 
     def history(self) -> list[Revision]:
+        return [self._revision(entry) for entry in self._entries()]
+
+    def status(self) -> Revision:
+        # One `helm get values` for the deployed revision, not one per revision: the server polls this.
+        deployed = _deployed_entry(self._entries())
+        if deployed is None:
+            raise ReleaseError(NOTHING_DEPLOYED)
+        return self._revision(deployed)
+
+    def _latest(self) -> Revision:
+        return self._revision(self._entries()[-1])
+
+    def _entries(self) -> list[dict]:
+        """`helm history -o json`, oldest first; [] for a release helm has never seen."""
         try:
             entries = json.loads(self._helm("history", self.settings.name, "--max", "256", "-o", "json"))
         except HelmError as error:
             if "not found" in str(error):
                 return []
             raise
-        return [self._revision(entry) for entry in sorted(entries, key=lambda entry: entry["revision"])]
+        return sorted(entries, key=lambda entry: entry["revision"])
 
     def _revision(self, entry: dict) -> Revision:
         values = json.loads(self._helm("get", "values", self.settings.name, "--revision", str(entry["revision"]),

@@ -154,6 +154,15 @@ def test_history_joins_each_helm_revision_with_the_model_its_values_pinned(confi
     assert history[0].updated_at == "2026-11-20T09:12:41.530917365Z"
 
 
+def test_status_reads_the_values_of_the_deployed_revision_only(config, registry, helm):
+    backend = open_release_backend(config, registry)
+    for version in ("v1", "v2", "v1"):
+        backend.deploy(version, "run")
+    (helm.state / "calls.jsonl").write_text("")
+    assert backend.status().revision == 3
+    assert [call[:2] + call[3:5] for call in helm.calls("get")] == [["get", "values", "--revision", "3"]]
+
+
 def test_a_release_helm_has_never_seen_has_no_history_and_no_status(config, registry, helm):
     backend = open_release_backend(config, registry)
     assert backend.history() == []
