@@ -1,50 +1,74 @@
-"""The classifier: a small CNN for 1x28x28 images, and the input normalisation shared by training and inference."""
+"""The built-in classifier (a small CNN for any input size and number of classes) and the signature every model
+carries: its input spec and class names, read from the data set and saved in the model card."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from aimass.config import ModelConfig
-from aimass.dataset import IMAGE_HEIGHT, NUM_CLASSES
+from aimass.data.card import SplitsCard
+from aimass.data.preprocess import InputSpec, to_model_input
 
-# Fashion-MNIST training-set statistics on the 0..1 scale; part of the model contract, saved in every model card.
-PIXEL_MEAN = 0.2860
-PIXEL_STD = 0.3530
+# The head sees at most this grid of the last feature map: larger inputs are average-pooled down to it, so the
+# parameter count does not grow with the image size.
+MAX_HEAD_GRID = 7
 
 
-def build_classifier(config: ModelConfig) -> nn.Sequential:
+@dataclass(frozen=True)
+class Signature:
+    """What a model takes (uint8 images under `input_spec`) and answers (one of `class_names`)."""
+
+    input_spec: InputSpec
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def of_splits(cls, card: SplitsCard) -> Signature:
+        return cls(InputSpec.from_dict(card.input_spec), tuple(card.class_names))
+
+    @classmethod
+    def of_model_card(cls, card: dict) -> Signature:
+        return cls(InputSpec.from_dict(card["input"]), tuple(card["class_names"]))
+
+
+def build_classifier(config: ModelConfig, signature: Signature) -> nn.Sequential:
     """Three conv blocks (the last two halve the resolution), then a two-layer head. ~1.7M parameters by default."""
     c1, c2, c3 = config.channels
-    flat_features = c3 * (IMAGE_HEIGHT // 4) ** 2
+    spec = signature.input_spec
+    grid = (max(1, min(spec.height // 4, MAX_HEAD_GRID)), max(1, min(spec.width // 4, MAX_HEAD_GRID)))
     return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+        nn.Conv2d(spec.channels, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
         nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c2, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(grid),  # the identity when the input is at most 4 * MAX_HEAD_GRID on a side
         nn.Flatten(),
-        nn.Linear(flat_features, config.hidden_units), nn.ReLU(), nn.Dropout(config.dropout),
-        nn.Linear(config.hidden_units, NUM_CLASSES),
+        nn.Linear(c3 * grid[0] * grid[1], config.hidden_units), nn.ReLU(), nn.Dropout(config.dropout),
+        nn.Linear(config.hidden_units, signature.num_classes),
     )
 
 
-def images_to_unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float32 tensor (N, 1, 28, 28) on the 0..1 scale, on `device`."""
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return (pixels.float() / 255.0).unsqueeze(1)
-
-
-def normalize(unit_images: torch.Tensor) -> torch.Tensor:
-    """0..1 images -> the zero-centred inputs the classifier expects."""
-    return (unit_images - PIXEL_MEAN) / PIXEL_STD
-
-
-def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> normalised float32 tensor (N, 1, 28, 28) on `device`."""
-    return normalize(images_to_unit_tensor(images, device))
+def example_input(signature: Signature, batch: int = 2) -> torch.Tensor:
+    """A zero batch of the model's input shape, for tracing and export."""
+    return torch.zeros(batch, *signature.input_spec.shape)
 
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, 10) for normalised inputs, in evaluation mode, batch by batch to bound memory."""
+    """Logits (N, classes) for normalised inputs, in evaluation mode, batch by batch to bound memory."""
     model.eval()
     return torch.cat([model(inputs[start:start + batch_size]).float() for start in range(0, len(inputs), batch_size)])
+
+
+@torch.inference_mode()
+def predict_probabilities(model: nn.Module, images: np.ndarray, spec: InputSpec, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (N, classes) for uint8 images (N, C, H, W), read and scaled a batch at a time."""
+    model.eval()
+    batches = [torch.softmax(model(to_model_input(images[start:start + batch_size], spec)).float(), dim=1).numpy()
+               for start in range(0, len(images), batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)

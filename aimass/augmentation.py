@@ -1,7 +1,7 @@
 """The augmentation policy as one batched tensor -> tensor function (kornia), shared by the augment stage and by
 on-the-fly augmentation inside training.
 
-Images are (B, 1, H, W) floats on the 0..1 scale; everything runs on whatever device the batch is on, whole batches
+Images are (B, C, H, W) floats on the 0..1 scale; everything runs on whatever device the batch is on, whole batches
 at a time. Randomness comes from torch's generator, so a fixed seed gives the same output on the same device.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aimass.architecture import images_to_unit_tensor
+from aimass.data.preprocess import unit_tensor
 from aimass.config import AugmentPolicy
 
 
@@ -36,7 +36,7 @@ class PolicyAugmenter(nn.Module):
         # A transform with p=0 is disabled: leave it out rather than pay for sampling its parameters.
         self.transforms = nn.Sequential(*[t for t in transforms if t.p > 0])
 
-    def forward(self, unit_images: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H, W)
+    def forward(self, unit_images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
         if len(self.transforms) == 0:
             return unit_images
         return self.transforms(unit_images).clamp_(0.0, 1.0)
@@ -54,11 +54,11 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 @torch.no_grad()
 def augment_images(images: np.ndarray, policy: AugmentPolicy, seed: int, device: torch.device,
                    batch_size: int = 4096) -> np.ndarray:
-    """Augmented copies of uint8 images (N, 28, 28), rounded back to uint8 so they store like the originals."""
+    """Augmented copies of uint8 images (N, C, H, W), rounded back to uint8 so they store like the originals."""
     augmenter = PolicyAugmenter(policy).to(device)
     outputs = []
     with seeded(seed, device):
         for start in range(0, len(images), batch_size):
-            batch = images_to_unit_tensor(images[start:start + batch_size], device)
-            outputs.append((augmenter(batch) * 255.0).round_().to(torch.uint8).squeeze(1).cpu())
-    return torch.cat(outputs).numpy() if outputs else images.copy()
+            batch = unit_tensor(images[start:start + batch_size], device)
+            outputs.append((augmenter(batch) * 255.0).round_().to(torch.uint8).cpu())
+    return torch.cat(outputs).numpy() if outputs else np.array(images)

@@ -1,7 +1,8 @@
 """The `aimass` command line.
 
 Examples:
-    aimass data import                      # import Fashion-MNIST into data/ and pin it in data.dvc
+    aimass data import --source ~/photos    # a folder of class folders (or a CSV/JSONL manifest, IDX files)
+    aimass data import                      # the demo data set, Fashion-MNIST, into data/, pinned in data.dvc
     aimass data push --set data.remote_url=s3://bucket/dvc   # upload it to the DVC remote (pull: download)
     aimass run --profile tiny               # the whole DAG locally through kfp.local, in about a minute
     aimass run --set train.epochs=5         # quick profile with one override
@@ -50,13 +51,25 @@ def _build_parser() -> argparse.ArgumentParser:
                                description="Manage the data set that data.dvc pins.")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
     data_import = data_commands.add_parser(
-        "import", help="import Fashion-MNIST IDX files into data/ and pin them with DVC",
-        description="Read the four Fashion-MNIST IDX .gz files, check them, write data/fashion-mnist atomically "
-                    "and `dvc add data`, so data.dvc pins the imported version. Importing the same files twice "
-                    "gives the same DVC hash.")
+        "import", help="import an image data set into data/ and pin it with DVC",
+        description="Check every image of SOURCE (each is decoded), copy the originals into data/ with an index and "
+                    "a data card, and `dvc add data`, so data.dvc pins the imported version. Layouts: a folder of "
+                    "class folders, optionally under train/validation/test folders (imagefolder); a CSV or JSONL "
+                    "file with file_name|path|image, label and optional split columns (manifest); MNIST-style IDX "
+                    "files (idx). On any problem nothing changes: data/ and data.dvc stay as they were. Importing "
+                    "the same files twice gives the same DVC hash.")
     data_import.add_argument("--source", type=Path, default=None,
-                             help=f"folder with the IDX files (default: ${DATASET_DIR_VARIABLE} or "
+                             help=f"the data set (default: the Fashion-MNIST demo, ${DATASET_DIR_VARIABLE} or "
                                   "/usr/share/datasets/fashion-mnist)")
+    data_import.add_argument("--format", default="auto", choices=["auto", "imagefolder", "manifest", "idx"],
+                             help="layout of --source (default: detected)")
+    data_import.add_argument("--name", default=None,
+                             help="the data set's name, which the model is registered under (default: the "
+                                  "source folder's name)")
+    data_import.add_argument("--skip-bad-images", action="store_true",
+                             help="leave out files that do not decode, listing them in the data card, instead of "
+                                  "refusing the import")
+    _add_config_arguments(data_import)
     _add_repo_argument(data_import)
     data_import.set_defaults(handler=_data_import)
     data_push = data_commands.add_parser(
@@ -244,20 +257,27 @@ def _add_repo_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    from aimass.data_version import track_data
-    from aimass.fashion_mnist import DEFAULT_SOURCE_DIR, import_fashion_mnist
+    from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR
+    from aimass.data.importing import ImportSettings, import_dataset
+    from aimass.data.versions import track_data
 
     source = args.source or Path(os.environ.get(DATASET_DIR_VARIABLE) or DEFAULT_SOURCE_DIR)
     repo = args.repo.resolve()
-    manifest = import_fashion_mnist(source, repo / "data" / "fashion-mnist")
-    md5 = track_data(repo, "data")
-    counts = ", ".join(f"{name} {count}" for name, count in manifest["splits"].items())
-    print(f"imported {source} ({counts}); data.dvc pins {md5}")
+    config = _load_config(args, repo, with_dataset=False)
+    settings = ImportSettings(min_images_per_class=config.data.min_images_per_class,
+                              skip_bad_images=args.skip_bad_images)
+    card = import_dataset(source, repo / config.data.dataset_dir, args.format, args.name, settings)
+    md5 = track_data(repo, config.data.dataset_dir)
+    counts = ", ".join(f"{name} {count}" for name, count in card.splits.items())
+    skipped = f"; left out {len(card.quarantined)} unreadable files (see data/dataset.json)" if card.quarantined else ""
+    print(f"imported {card.name} from {source} as {card.source_format}: {len(card.class_names)} classes "
+          f"({', '.join(card.class_names[:10])}{', ...' if len(card.class_names) > 10 else ''}), {counts}"
+          f"{skipped}; data.dvc pins {md5}")
     return 0
 
 
 def _data_push(args: argparse.Namespace) -> int:
-    from aimass.data_version import pinned_data_md5, push_data
+    from aimass.data.versions import pinned_data_md5, push_data
 
     repo = args.repo.resolve()
     config = _load_config(args, repo)
@@ -268,7 +288,7 @@ def _data_push(args: argparse.Namespace) -> int:
 
 
 def _data_pull(args: argparse.Namespace) -> int:
-    from aimass.data_version import pull_data
+    from aimass.data.versions import pull_data
 
     repo = args.repo.resolve()
     config = _load_config(args, repo)
@@ -276,13 +296,23 @@ def _data_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(args: argparse.Namespace, repo: Path | None = None):
+def _load_config(args: argparse.Namespace, repo: Path | None = None, with_dataset: bool = True):
+    """The configuration for --profile and --set; the model's name defaults to the imported data set's."""
     from aimass.config import load_config
+    from aimass.data.card import DataCard, model_name_for
+    from aimass.errors import DataVersionError
 
     overrides = list(args.overrides)
     if repo is not None and not any(o.startswith("data.repo_dir=") for o in overrides):
         overrides.insert(0, f"data.repo_dir={repo}")
-    return load_config(args.profile, overrides)
+    config = load_config(args.profile, overrides)
+    if with_dataset and repo is not None and config.registry.model_name is None:
+        try:
+            card = DataCard.read(Path(config.data.repo_dir) / config.data.dataset_dir)
+        except DataVersionError:
+            return config  # no data set imported: commands that need a model name say so
+        config = load_config(args.profile, [*overrides, f"registry.model_name={model_name_for(card.name)}"])
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -290,8 +320,14 @@ def _run(args: argparse.Namespace) -> int:
     from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
     from aimass.run_summary import print_run_summary
 
+    from aimass.data.card import DataCard
+    from aimass.data.versions import ensure_pinned_data
+
     repo = args.repo.resolve()
     config = _load_config(args, repo)
+    # Before the DAG starts: without an imported data set, say so here rather than from inside ingest.
+    ensure_pinned_data(repo, config.data.dvc_file)
+    DataCard.read(repo / config.data.dataset_dir)
     pipeline_root = args.pipeline_root or timestamped_root(repo / "runs")
     result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo))
     print_run_summary(result)
@@ -419,7 +455,7 @@ def _release_status(args: argparse.Namespace) -> int:
 
 def _run_pins(args: argparse.Namespace, repo: Path, config) -> dict[str, str]:
     """The pipeline arguments that pin a run to code and data: the commit and the DVC md5 data.dvc holds."""
-    from aimass.data_version import pinned_data_md5
+    from aimass.data.versions import pinned_data_md5
     from aimass.lineage import current_git_commit
 
     commit = getattr(args, "git_commit", None) or current_git_commit(repo)
@@ -579,9 +615,11 @@ def _serve(args: argparse.Namespace) -> int:
     config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
     if args.model_sha256 and not (args.model_version or args.model_uri):
         raise AimassError("--model-sha256 pins a registry version: give --model-version or --model-uri with it")
+    from aimass.registry import registered_model_name
+
     source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256)
-    serve_forever(config, source, lambda url: print(
-        f"serving {config.registry.model_name} at {url}/v2/models/{config.registry.model_name}/infer", flush=True))
+    name = registered_model_name(config)
+    serve_forever(config, source, lambda url: print(f"serving {name} at {url}/v2/models/{name}/infer", flush=True))
     return 0
 
 

@@ -20,16 +20,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from aimass.architecture import PIXEL_MEAN, PIXEL_STD, build_classifier
+from aimass.architecture import Signature, build_classifier
 from aimass.config import ModelConfig
-from aimass.dataset import CLASS_NAMES
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import read_verified_manifest, write_manifest
 
 WEIGHTS_FILE = "model.safetensors"
 PROGRAM_FILE = "model.pt2"
 CARD_FILE = "model.json"
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2
 SAFETENSORS_FORMAT = "safetensors"
 EXPORT_FORMAT = "torch-export"
 
@@ -39,17 +38,22 @@ class LoadedModel:
     module: nn.Module
     card: dict[str, Any]
 
+    @property
+    def signature(self) -> Signature:
+        return Signature.of_model_card(self.card)
 
-def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, card: dict[str, Any]) -> dict:
+
+def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, signature: Signature,
+               card: dict[str, Any]) -> dict:
     """Write a float model's weights, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
-    return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, card)
+    return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, signature, card)
 
 
 def save_exported_model(directory: Path, program: torch.export.ExportedProgram, model_config: ModelConfig,
-                        card: dict[str, Any]) -> dict:
+                        signature: Signature, card: dict[str, Any]) -> dict:
     """Write an exported (e.g. int8-quantised) program, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     # The archive would otherwise embed the example inputs as a pickle, which torch.export.load unpickles without
@@ -57,17 +61,17 @@ def save_exported_model(directory: Path, program: torch.export.ExportedProgram, 
     program._example_inputs = None
     torch.export.save(program, str(directory / PROGRAM_FILE))
     _refuse_pickled_entries(directory / PROGRAM_FILE)  # fail at write time, not when a server loads it
-    return _write_card_and_manifest(directory, EXPORT_FORMAT, model_config, card)
+    return _write_card_and_manifest(directory, EXPORT_FORMAT, model_config, signature, card)
 
 
 def _write_card_and_manifest(directory: Path, weights_format: str, model_config: ModelConfig,
-                             card: dict[str, Any]) -> dict:
+                             signature: Signature, card: dict[str, Any]) -> dict:
     full_card = {
         "format_version": CARD_FORMAT_VERSION,
         "weights_format": weights_format,
         "architecture": model_config.model_dump(mode="json"),
-        "input": {"shape": [1, 28, 28], "dtype": "uint8", "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
-        "class_names": list(CLASS_NAMES),
+        "input": signature.input_spec.to_dict(),
+        "class_names": list(signature.class_names),
         **card,
     }
     (directory / CARD_FILE).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
@@ -83,12 +87,15 @@ def load_model(directory: Path) -> LoadedModel:
     """
     read_verified_manifest(directory)
     card = json.loads((directory / CARD_FILE).read_text())
+    if card.get("format_version") != CARD_FORMAT_VERSION:
+        raise ArtifactIntegrityError(f"{directory / CARD_FILE} has card format {card.get('format_version')}, this "
+                                     f"aimass reads {CARD_FORMAT_VERSION}: train the model again")
     if card.get("weights_format", SAFETENSORS_FORMAT) == EXPORT_FORMAT:
         _refuse_pickled_entries(directory / PROGRAM_FILE)
         import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops int8 graphs call
 
         return LoadedModel(_InferenceProgram(torch.export.load(str(directory / PROGRAM_FILE)).module()), card)
-    module = build_classifier(ModelConfig.model_validate(card["architecture"]))
+    module = build_classifier(ModelConfig.model_validate(card["architecture"]), Signature.of_model_card(card))
     module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     module.eval()
     return LoadedModel(module, card)

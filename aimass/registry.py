@@ -10,6 +10,7 @@ listed or pulled, and its number is simply skipped). Every pull re-checks each f
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from aimass.atomic import atomic_directory
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import MANIFEST_NAME, read_verified_manifest, sha256_file
 from aimass.config import AimassConfig
+from aimass.data.card import model_name_for
 from aimass.object_store import LocalStore, ObjectStore, S3Store, validate_key
 
 RECORD_FILE = "version.json"
@@ -105,6 +107,15 @@ class ModelRegistry:
                         f"recorded when it was pushed; refusing the download from {self.store.description}")
         return record
 
+    def read_file(self, version_or_alias: str, name: str) -> tuple[ModelVersion, bytes]:
+        """One file of a version (its model.json, say) without pulling the rest, checked against its sha256."""
+        record = self.get(version_or_alias)
+        data = self.store.read(f"{self._version_prefix(record.version)}/files/{validate_key(name)}")
+        if hashlib.sha256(data).hexdigest() != record.files.get(name):
+            raise ArtifactIntegrityError(f"{self.model_name} {record.version}: {name} differs from the sha256 recorded "
+                                         f"when it was pushed; refusing it from {self.store.description}")
+        return record, data
+
     def storage_uri(self, version: str) -> str:
         """Where a version lives, e.g. s3://aimass-models/models/<name>/versions/v3 (what a Helm revision pins)."""
         return f"{self.store.uri}/{self._version_prefix(version)}"
@@ -163,18 +174,33 @@ def open_registry_at(storage_uri: str, config: AimassConfig) -> tuple[ModelRegis
         raise RegistryError(f"model URI {storage_uri!r} is not s3://<bucket>/models/<name>/versions/v<N> (or "
                             "file:///<folder>/models/<name>/versions/v<N>); `aimass models show VERSION` prints it")
     settings = config.registry
-    if match["name"] != settings.model_name:
+    if settings.model_name and match["name"] != settings.model_name:
         raise RegistryError(f"model URI {storage_uri!r} is for model {match['name']!r}, but this server serves "
                             f"{settings.model_name!r} (registry.model_name)")
     if match["scheme"] == "file":
         store: ObjectStore = LocalStore(Path("/" + match["location"].lstrip("/")))
     else:
         store = S3Store(settings.s3_endpoint, match["location"], secure=settings.s3_secure)
-    return ModelRegistry(store, settings.model_name), match["version"]
+    return ModelRegistry(store, match["name"]), match["version"]
 
 
-def open_registry(config: AimassConfig) -> ModelRegistry:
-    """The registry `config.registry` describes (local folder by default)."""
+def registered_model_name(config: AimassConfig, dataset_name: str | None = None) -> str:
+    """`registry.model_name`, else the data set's name made registry-safe.
+
+    Raises:
+        RegistryError: neither is known (no data set imported and no name configured).
+    """
+    if config.registry.model_name:
+        return config.registry.model_name
+    if dataset_name:
+        return model_name_for(dataset_name)
+    raise RegistryError("no model name: import a data set (`aimass data import`), whose name the model takes, or "
+                        "set registry.model_name")
+
+
+def open_registry(config: AimassConfig, dataset_name: str | None = None) -> ModelRegistry:
+    """The registry `config.registry` describes (local folder by default), for the model named by
+    `registered_model_name`."""
     settings = config.registry
     if settings.backend == "local":
         store: ObjectStore = LocalStore(Path(config.data.repo_dir) / settings.local_dir)
@@ -182,4 +208,12 @@ def open_registry(config: AimassConfig) -> ModelRegistry:
         s3 = S3Store(settings.s3_endpoint, settings.s3_bucket, secure=settings.s3_secure)
         s3.ensure_bucket()
         store = s3
-    return ModelRegistry(store, settings.model_name)
+    return ModelRegistry(store, registered_model_name(config, dataset_name))
+
+
+def production_card(registry: ModelRegistry, alias: str = "production") -> tuple[ModelVersion, dict] | None:
+    """The version `alias` points at and its model card, or None when no version carries the alias."""
+    if alias not in registry.aliases():
+        return None
+    record, data = registry.read_file(alias, "model.json")
+    return record, json.loads(data)

@@ -41,12 +41,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aimass import oip
-from aimass.architecture import images_to_tensor
 from aimass.config import AimassConfig, ServingConfig
+from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import sha256_file
 from aimass.model_artifact import EXPORT_FORMAT, load_model
-from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
+from aimass.registry import (ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at,
+                             registered_model_name)
 from aimass.releases import ReleaseError, open_release_backend
 
 log = logging.getLogger("aimass.serving")
@@ -69,12 +70,13 @@ class ServedModel:
     revision: int | None  # the release revision that asked for it
     module: torch.nn.Module
     class_names: list[str]
+    input_spec: InputSpec
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (N, 28, 28) -> class probabilities (N, 10), float32."""
-        logits = self.module(images_to_tensor(images, self.device))
+        """uint8 images (N, C, H, W) -> class probabilities (N, classes), float32."""
+        logits = self.module(to_model_input(images, self.input_spec, self.device))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
@@ -105,11 +107,12 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     module = loaded.module if target.type == "cpu" else loaded.module.to(target)
     if compile_quantized and weights_format == EXPORT_FORMAT:
         module = torch.compile(module, dynamic=True)
-    served = ServedModel(name, version, revision, module, list(loaded.card["class_names"]), target)
+    signature = loaded.signature
+    served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target)
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
     # or the first request of a new range stalls every request behind it for a recompilation (seconds).
     for batch in (1, 2, 16):
-        warm_up = served.predict(np.zeros((batch, oip.IMAGE_SIDE, oip.IMAGE_SIDE), dtype=np.uint8))
+        warm_up = served.predict(np.zeros((batch, *signature.input_spec.shape), dtype=np.uint8))
         if warm_up.shape != (batch, len(served.class_names)) or not np.isfinite(warm_up).all():
             raise ArtifactIntegrityError(f"{name} {version} failed its warm-up prediction: got {warm_up.shape}")
     return served
@@ -131,8 +134,8 @@ class ModelSource(ABC):
 class ReleaseSource(ModelSource):
     """Serve whatever the current revision of the release points to, pulled from the registry."""
 
-    def __init__(self, config: AimassConfig):
-        self.registry = open_registry(config)
+    def __init__(self, config: AimassConfig, dataset_name: str | None = None):
+        self.registry = open_registry(config, dataset_name)
         self.backend = open_release_backend(config, self.registry)
         self.cache = RegistryCache(self.registry, Path(config.data.repo_dir) / config.serving.cache_dir)
 
@@ -456,7 +459,7 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         if refused := check_model(request, "metadata", started):
             return refused
         served = holder.current
-        body = oip.model_metadata(model_name, served.version, served.class_names)
+        body = oip.model_metadata(model_name, served.version, served.class_names, served.input_spec.shape)
         body["parameters"].update({"release_revision": served.revision, "load_error": holder.last_error})
         return JSONResponse(body)
 
@@ -473,14 +476,15 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         try:
             body = await _read_limited(request, settings.max_body_bytes)
             parsed = oip.parse_infer_request(body, request.headers.get(oip.BINARY_HEADER),
-                                             settings.max_images_per_request)
+                                             settings.max_images_per_request, holder.current.input_spec.shape)
         except _BodyTooLarge:
             return respond("infer", 413, oip.error_body(
                 f"the request body exceeds {settings.max_body_bytes} bytes; send fewer images per request"), started)
         except oip.InvalidRequest as error:
             return respond("infer", 400, oip.error_body(str(error)), started)
         served, probabilities = await predictor.predict(parsed.images)
-        return respond("infer", 200, oip.infer_response(model_name, served.version, parsed, probabilities), started)
+        return respond("infer", 200, oip.infer_response(model_name, served.version, parsed, probabilities,
+                                                        served.class_names), started)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(prometheus_client.generate_latest(metrics.registry),
@@ -566,7 +570,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def serve_forever(config: AimassConfig, source: ModelSource, on_listening: Callable[[str], None] = print) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
     settings = config.serving
-    app = create_app(config.registry.model_name, source, settings, read_token(settings))
+    app = create_app(registered_model_name(config), source, settings, read_token(settings))
     sock = _bind(settings.host, settings.port)
     sock.listen(2048)  # connections made before the first model is loaded wait instead of being refused
     torch.set_num_threads(1)  # batch-1 forward passes gain nothing from intra-op threads; see PERFORMANCE.md

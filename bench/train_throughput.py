@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from aimass.architecture import build_classifier, images_to_tensor
 from aimass.components.train import configure_cpu_threads, train_classifier
 from aimass.config import load_config
-from aimass.dataset import ImageSet, load_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from kfp.dsl import HTML, Dataset, Input, Output
 from aimass.augmentation import augment_images
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, AugmentPolicy
-from aimass.dataset import ImageSet, load_image_sets, save_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets, save_image_sets
 from aimass.reports import html_page
 
 PREVIEW_IMAGES = 8
@@ -48,7 +48,8 @@ def preview_html(originals: np.ndarray, augmented: np.ndarray) -> str:
     axes = figure.subplots(2, len(originals))
     for column in range(len(originals)):
         for row, image in enumerate((originals[column], augmented[column])):
-            axes[row][column].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[row][column].imshow(image.transpose(1, 2, 0).squeeze(2) if image.shape[0] == 1
+                                     else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
             axes[row][column].axis("off")
     axes[0][0].set_title("original", fontsize=8, loc="left")
     axes[1][0].set_title("augmented", fontsize=8, loc="left")
@@ -61,12 +62,16 @@ def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[A
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     splits, manifest = load_image_sets(splits_dir)
     train = splits["train"]
-    expanded, images_per_second = expand_training_set(
-        train, settings.policy, settings.expansion, settings.seed, device, settings.batch_size)
-    save_image_sets(output_dir, {"train": expanded}, {
-        "data_md5": manifest["data_md5"], "augment": settings.model_dump(mode="json"),
-    })
-    sample = train.images[:PREVIEW_IMAGES]
+    metadata = {"data_md5": manifest["data_md5"], "augment": settings.model_dump(mode="json")}
+    if settings.expansion == 0:
+        # Nothing added: train reads the ingest output's train split rather than a copy of it.
+        expanded, images_per_second = train, 0.0
+        save_image_sets(output_dir, {}, metadata)
+    else:
+        expanded, images_per_second = expand_training_set(
+            train, settings.policy, settings.expansion, settings.seed, device, settings.batch_size)
+        save_image_sets(output_dir, {"train": expanded}, metadata)
+    sample = np.asarray(train.images[:PREVIEW_IMAGES])
     preview = preview_html(sample, augment_images(sample, settings.policy, settings.seed, device))
     result = AugmentResult(len(train), len(expanded) - len(train), images_per_second, str(device))
     return result, preview
@@ -80,7 +85,8 @@ def augment_component(config_json: str, splits: Input[Dataset], training_set: Ou
     Args:
         config_json: the resolved AimassConfig as JSON (policy and expansion under `augment`).
         splits: the ingest output; only `train` is read.
-        training_set: the train split followed by its augmented copies, in the aimass data set format.
+        training_set: the train split followed by its augmented copies, in the aimass data set format; with
+            augment.expansion=0 it holds no images and train reads the ingest output's train split.
         preview: originals beside their augmented versions, as an HTML page.
     """
     from pathlib import Path

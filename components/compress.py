@@ -10,7 +10,9 @@ Candidates (choose with `compress.methods`):
     distill_int8        that student, quantized as above
 
 Every candidate and the teacher are profiled the same way, side by side in this process: parameters, non-zero
-parameters, bytes on disk, test accuracy, CPU batch-1 latency p50/p99 and batch-64 throughput.
+parameters, bytes on disk, validation accuracy, CPU batch-1 latency p50/p99 and batch-64 throughput. Candidates are
+compared on the validation split; the test split is left to evaluate, which scores only the chosen model, so the
+reported test metrics are not biased by the choice.
 """
 import json
 import logging
@@ -24,11 +26,12 @@ import torch.nn.functional as F
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 from torch import nn
 
-from aimass.architecture import build_classifier, images_to_tensor, predict_logits
+from aimass.architecture import Signature, build_classifier, example_input, predict_logits
 from aimass.components.base import project_component
 from aimass.components.train import LossFunction, fit, plain_batches, select_device, smoothed_cross_entropy
 from aimass.config import AimassConfig, CompressConfig, ModelConfig
-from aimass.dataset import ImageSet, load_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets
+from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.integrity import read_verified_manifest, write_manifest
 from aimass.model_artifact import load_model, save_exported_model, save_model
 from aimass.reports import markdown_table
@@ -48,7 +51,7 @@ class ModelProfile:
     parameters: int  # of the float network (int8 candidates: of the network they quantize)
     nonzero_parameters: int
     size_bytes: int  # model directory on disk
-    accuracy: float  # on the test split
+    accuracy: float  # on the validation split
     latency_p50_ms: float  # batch 1, CPU
     latency_p99_ms: float
     throughput_b64: float  # images/s at batch 64, CPU
@@ -58,16 +61,16 @@ class ModelProfile:
 # ---- building candidates ----
 
 def fine_tune(model: nn.Module, config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
-              epochs: int, loss: LossFunction | None = None) -> nn.Module:
+              spec: InputSpec, epochs: int) -> nn.Module:
     """A short, unaugmented training run of `model` at the compression learning rate."""
     if epochs == 0:
         return model.eval()
     settings = config.train.model_copy(update={
-        "epochs": epochs, "learning_rate": config.compress.finetune_learning_rate,
+        "steps": None, "epochs": epochs, "learning_rate": config.compress.finetune_learning_rate,
         "early_stopping_patience": epochs, "compile": False})
     device = select_device(settings.device)
-    loss = loss or smoothed_cross_entropy(settings.label_smoothing)
-    tuned, _ = fit(model.to(device), settings, plain_batches(train_set, device), train_set.labels, validation_set, loss)
+    tuned, _ = fit(model.to(device), settings, plain_batches(train_set, device, spec), train_set.labels,
+                   validation_set, smoothed_cross_entropy(settings.label_smoothing), spec)
     return tuned
 
 
@@ -92,11 +95,11 @@ def finalize_unstructured(model: nn.Module) -> nn.Module:
     return model
 
 
-def prune_channels(model: nn.Module, sparsity: float) -> tuple[nn.Module, ModelConfig]:
+def prune_channels(model: nn.Module, sparsity: float, signature: Signature) -> tuple[nn.Module, ModelConfig]:
     """Remove the `sparsity` share of channels/hidden units with the smallest L2 norm (the output layer kept)."""
     import torch_pruning as tp
 
-    example = torch.zeros(2, 1, 28, 28)
+    example = example_input(signature)
     classifier = prunable_layers(model)[-1]
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
                                   pruning_ratio=sparsity, ignored_layers=[classifier])
@@ -104,7 +107,7 @@ def prune_channels(model: nn.Module, sparsity: float) -> tuple[nn.Module, ModelC
     convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     hidden = prunable_layers(model)[-2]
     shape = ModelConfig(channels=tuple(conv.out_channels for conv in convs), hidden_units=hidden.out_features)
-    rebuilt = build_classifier(shape)  # a plain network of the new shape, so it saves and loads like any other
+    rebuilt = build_classifier(shape, signature)  # a plain network of the new shape, so it saves and loads like any other
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt, shape
 
@@ -119,19 +122,28 @@ def distillation_loss(teacher_logits: torch.Tensor, temperature: float, soft_wei
     return loss
 
 
-def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet,
-            validation_set: ImageSet) -> tuple[nn.Module, ModelConfig]:
+def teacher_logits(teacher: nn.Module, images: np.ndarray, spec: InputSpec, device: torch.device,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's logits for every image, computed once (one pass instead of one per step), on `device`."""
+    with torch.inference_mode():
+        return torch.cat([predict_logits(teacher, to_model_input(images[start:start + batch_size], spec, device))
+                          for start in range(0, len(images), batch_size)])
+
+
+def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
+            signature: Signature) -> tuple[nn.Module, ModelConfig]:
     settings = config.compress
     shape = ModelConfig(channels=settings.student_channels, hidden_units=settings.student_hidden_units,
                         dropout=config.model.dropout)
     device = select_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    student = build_classifier(shape).to(device)
-    # Soft targets once for the whole (unaugmented) training set: one teacher pass instead of one per step.
-    teacher_logits = predict_logits(teacher.to(device), images_to_tensor(train_set.images, device))
-    run = config.train.model_copy(update={"epochs": settings.distill_epochs, "compile": False})
-    loss = distillation_loss(teacher_logits, settings.distill_temperature, settings.distill_weight)
-    trained, _ = fit(student, run, plain_batches(train_set, device), train_set.labels, validation_set, loss)
+    student = build_classifier(shape, signature).to(device)
+    spec = signature.input_spec
+    soft_targets = teacher_logits(teacher.to(device), train_set.images, spec, device)
+    run = config.train.model_copy(update={"steps": None, "epochs": settings.distill_epochs, "compile": False})
+    loss = distillation_loss(soft_targets, settings.distill_temperature, settings.distill_weight)
+    trained, _ = fit(student, run, plain_batches(train_set, device, spec), train_set.labels, validation_set, loss,
+                     spec)
     teacher.cpu()
     return trained, shape
 
@@ -219,19 +231,22 @@ def time_model(model, inputs: torch.Tensor, latency_runs: int, throughput_runs: 
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), throughput
 
 
-def profile_model(name: str, model_dir: Path, counts: tuple[int, int], test: ImageSet,
+def profile_model(name: str, model_dir: Path, counts: tuple[int, int], validation: ImageSet,
                   settings: CompressConfig) -> ModelProfile:
-    """Load the saved model back (what a server would run) and measure it."""
+    """Load the saved model back (what a server would run) and measure it on the validation split."""
     loaded = load_model(model_dir)
     backend = loaded.card.get("compression", {}).get("backend", FLOAT_BACKEND)
-    inputs = images_to_tensor(test.images)
+    spec = loaded.signature.input_spec
     module = loaded.module
     runtime = "eager"
     if backend != FLOAT_BACKEND and settings.int8_runtime == "inductor":
         module, runtime = torch.compile(module), "inductor"  # int8 kernels exist only in inductor's lowering
     with torch.inference_mode():
-        logits = torch.cat([module(inputs[start:start + 512]) for start in range(0, len(inputs), 512)])
-    accuracy = float((logits.argmax(1).numpy() == test.labels).mean())
+        predictions = np.concatenate([
+            module(to_model_input(validation.images[start:start + 512], spec)).argmax(1).numpy()
+            for start in range(0, len(validation), 512)])
+    accuracy = float((predictions == validation.labels).mean())
+    inputs = to_model_input(validation.images[:256], spec)
     p50, p99, throughput = time_model(module, inputs, settings.latency_runs, settings.throughput_runs)
     return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, p50, p99,
                         throughput, runtime)
@@ -246,19 +261,21 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
     splits, _ = load_image_sets(splits_dir)
     teacher_loaded = load_model(teacher_dir)
     teacher_card = teacher_loaded.card
-    train, validation, test = splits["train"], splits["validation"], splits["test"]
-    calibration = images_to_tensor(train.images[:settings.calibration_images])
+    train, validation = splits["train"], splits["validation"]
+    signature = teacher_loaded.signature
+    calibration = to_model_input(train.images[:settings.calibration_images], signature.input_spec)
     fresh_teacher = lambda: load_model(teacher_dir).module  # noqa: E731 (each method mutates its own copy)
     built: dict[str, tuple[Path, tuple[int, int]]] = {}
 
     def save_float(name: str, model: nn.Module, shape: ModelConfig) -> nn.Module:
-        save_model(output_dir / name, model, shape, _candidate_card(teacher_card, name, FLOAT_BACKEND))
+        save_model(output_dir / name, model, shape, signature, _candidate_card(teacher_card, name, FLOAT_BACKEND))
         built[name] = (output_dir / name, count_parameters(model))
         return model
 
     def save_int8(name: str, model: nn.Module, shape: ModelConfig) -> None:
         program, backend = quantize_int8(model, calibration)
-        save_exported_model(output_dir / name, program, shape, _candidate_card(teacher_card, name, backend))
+        save_exported_model(output_dir / name, program, shape, signature,
+                            _candidate_card(teacher_card, name, backend))
         built[name] = (output_dir / name, count_parameters(model))
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -267,23 +284,26 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
         started = time.perf_counter()
         if method == "prune_unstructured":
             masked = prune_unstructured(fresh_teacher(), settings.unstructured_sparsity)
-            tuned = finalize_unstructured(fine_tune(masked, config, train, validation, settings.finetune_epochs))
+            tuned = finalize_unstructured(fine_tune(masked, config, train, validation, signature.input_spec,
+                                                    settings.finetune_epochs))
             save_float(method, tuned, config.model)
         elif method == "prune_channels":
-            slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity)
-            save_float(method, fine_tune(slim, config, train, validation, settings.finetune_epochs), shape)
+            slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity, signature)
+            save_float(method, fine_tune(slim, config, train, validation, signature.input_spec,
+                                         settings.finetune_epochs), shape)
         elif method == "quantize_int8":
             save_int8(method, fresh_teacher(), config.model)
         elif method in ("distill", "distill_int8"):
-            student = student or distill(fresh_teacher(), config, train, validation)
+            student = student or distill(fresh_teacher(), config, train, validation, signature)
             if method == "distill":
                 save_float(method, *student)
             else:
                 save_int8(method, *student)
         log.info("built %s in %.1f s", method, time.perf_counter() - started)
 
-    teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), test, settings)
-    profiles = [teacher_profile] + [profile_model(name, path, counts, test, settings)
+    teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), validation,
+                                    settings)
+    profiles = [teacher_profile] + [profile_model(name, path, counts, validation, settings)
                                     for name, (path, counts) in built.items()]
     (output_dir / PROFILES_FILE).write_text(json.dumps([asdict(p) for p in profiles], indent=2) + "\n")
     write_manifest(output_dir, {"kind": "aimass-compression-candidates"})
@@ -292,6 +312,8 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
 
 def _candidate_card(teacher_card: dict, method: str, backend: str) -> dict:
     return {
+        "dataset": teacher_card["dataset"],
+        "data_profile": teacher_card["data_profile"],
         "lineage": {**teacher_card["lineage"]},
         "compression": {"method": method, "backend": backend},
         "teacher_training": teacher_card.get("training", {}),
@@ -324,7 +346,7 @@ def compress_component(config_json: str, model: Input[Model], splits: Input[Data
     Args:
         config_json: the resolved AimassConfig as JSON (methods and settings under `compress`).
         model: the trained teacher.
-        splits: the ingest output (train for fine-tuning/calibration, test for the profiles).
+        splits: the ingest output (train for fine-tuning and calibration, validation for the profiles).
         candidates: one model directory per candidate plus profiles.json, under one sha256 manifest.
         metrics: accuracy, size, latency and throughput per model.
         report: the side-by-side table as Markdown.

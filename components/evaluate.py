@@ -3,8 +3,9 @@
 Two pure decisions, each collecting every reason before deciding, so a choice or a rejection explains itself:
     choose_candidate  the smallest compressed candidate within the accuracy-drop, size-ratio and latency limits
                       against the teacher (measured side by side by compress), else the teacher itself
-    decide_gate       the chosen model's test metrics against the absolute thresholds; the pipeline consumes its
-                      `passed` output with dsl.If
+    decide_gate       the chosen model's test metrics against the majority-class baseline, the production model
+                      on the same test split and any absolute minimums; the pipeline consumes its `passed` output
+                      with dsl.If
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,12 @@ import numpy as np
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
-from aimass.architecture import images_to_tensor, predict_logits
+from aimass.architecture import Signature, predict_probabilities
 from aimass.components.base import project_component
 from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_profiles
 from aimass.config import AimassConfig, GateConfig
-from aimass.dataset import CLASS_NAMES, NUM_CLASSES, load_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets
+from aimass.data.card import SplitsCard
 from aimass.model_artifact import load_model
 from aimass.reports import markdown_table
 
@@ -41,37 +43,79 @@ class Evaluation:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "roc_auc_ovr": self.roc_auc_ovr}
 
 
-def score_predictions(labels: np.ndarray, probabilities: np.ndarray) -> Evaluation:
-    """Metrics from true labels (N,) and predicted class probabilities (N, 10)."""
+def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> Evaluation:
+    """Metrics from true labels (N,) and predicted class probabilities (N, classes)."""
     predictions = probabilities.argmax(axis=1)
-    classes = list(range(NUM_CLASSES))
+    classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=classes, zero_division=0)
     per_class = [
-        {"name": CLASS_NAMES[k], "precision": float(precision[k]), "recall": float(recall[k]),
+        {"name": class_names[k], "precision": float(precision[k]), "recall": float(recall[k]),
          "f1": float(f1[k]), "support": int(support[k])}
         for k in classes
     ]
     return Evaluation(
         accuracy=float(accuracy_score(labels, predictions)),
         macro_f1=float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)),
-        roc_auc_ovr=float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes)),
+        roc_auc_ovr=_roc_auc(labels, probabilities, classes),
         per_class=per_class,
         confusion=confusion_matrix(labels, predictions, labels=classes).tolist(),
     )
 
 
-def decide_gate(evaluation: Evaluation, gate: GateConfig) -> GateDecision:
-    """Pass only if every threshold holds; the reasons list every check, failed ones first."""
-    checks = [
-        ("accuracy", evaluation.accuracy, gate.min_accuracy),
-        ("macro_f1", evaluation.macro_f1, gate.min_macro_f1),
-    ]
-    failed = [f"{name} {value:.4f} is below the minimum {minimum:.4f}" for name, value, minimum in checks
+def _roc_auc(labels: np.ndarray, probabilities: np.ndarray, classes: list[int]) -> float:
+    """Macro one-vs-rest ROC-AUC; NaN when the test split lacks a class (AUC is undefined for it)."""
+    if len(np.unique(labels)) < len(classes):
+        return float("nan")
+    if len(classes) == 2:
+        return float(roc_auc_score(labels, probabilities[:, 1]))
+    return float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes))
+
+
+@dataclass(frozen=True)
+class GateBaselines:
+    """What the model is compared with on the same test split."""
+
+    majority_accuracy: float  # always answering the training split's most common class
+    production: tuple[str, float] | None = None  # (version, its accuracy) when a comparable production model exists
+    production_note: str = ""  # why there is no production comparison, when there is none
+
+
+def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """The test accuracy of always answering the class most common in training."""
+    majority = np.bincount(train_labels).argmax()
+    return float((test_labels == majority).mean())
+
+
+def decide_gate(evaluation: Evaluation, gate: GateConfig, baselines: GateBaselines,
+                recommended: dict[str, float] | None = None) -> GateDecision:
+    """Pass only if every check holds; the reasons list every check, failed ones first.
+
+    Checks: the majority-class baseline's errors cut by `gate.min_error_reduction`; no more than
+    `gate.max_regression` below the production model; the absolute minimums set in the config, else those the data
+    set's card recommends.
+    """
+    recommended = recommended or {}
+    base = baselines.majority_accuracy
+    checks = [(f"accuracy (majority-class baseline {base:.4f}, {gate.min_error_reduction:.0%} of its errors avoided)",
+               evaluation.accuracy, base + gate.min_error_reduction * (1 - base))]
+    if baselines.production is not None:
+        version, accuracy = baselines.production
+        checks.append((f"accuracy (production {version} scores {accuracy:.4f} on this test split, "
+                       f"{gate.max_regression:.4f} regression allowed)", evaluation.accuracy,
+                       accuracy - gate.max_regression))
+    for name, value, configured in (("accuracy", evaluation.accuracy, gate.min_accuracy),
+                                    ("macro_f1", evaluation.macro_f1, gate.min_macro_f1)):
+        minimum = configured if configured is not None else recommended.get(f"min_{name}")
+        if minimum is not None:
+            source = "gate" if configured is not None else "the data card's recommendation"
+            checks.append((f"{name} ({source})", value, minimum))
+    failed = [f"{name}: {value:.4f} is below the minimum {minimum:.4f}" for name, value, minimum in checks
               if value < minimum]
-    held = [f"{name} {value:.4f} meets the minimum {minimum:.4f}" for name, value, minimum in checks
+    held = [f"{name}: {value:.4f} meets the minimum {minimum:.4f}" for name, value, minimum in checks
             if value >= minimum]
-    return GateDecision(passed=not failed, reasons=failed + held)
+    notes = [baselines.production_note] if baselines.production_note else []
+    return GateDecision(passed=not failed, reasons=failed + held + notes)
 
 
 @dataclass(frozen=True)
@@ -126,19 +170,44 @@ def chosen_model_dir(teacher_dir: Path, candidates_dir: Path, chosen: str) -> Pa
 
 
 def evaluate(config: AimassConfig, teacher_dir: Path, candidates_dir: Path, splits_dir: Path) -> EvaluationOutcome:
-    """Choose among the teacher and the candidates, score the choice on the test split and apply the gate."""
-    import torch
-
+    """Choose among the teacher and the candidates (on validation), score the choice on the test split (read here
+    only) and apply the gate."""
     profiles = read_profiles(candidates_dir)
     choice = choose_candidate(profiles[0], profiles[1:], config.gate)
     splits, _ = load_image_sets(splits_dir)
     test = splits["test"]
     loaded = load_model(chosen_model_dir(teacher_dir, candidates_dir, choice.chosen))
-    with torch.inference_mode():
-        probabilities = torch.softmax(predict_logits(loaded.module, images_to_tensor(test.images)), dim=1).numpy()
-    evaluation = score_predictions(test.labels.astype(np.int64), probabilities)
-    return EvaluationOutcome(evaluation, decide_gate(evaluation, config.gate), choice, profiles,
-                             loaded.card["lineage"])
+    signature = loaded.signature
+    probabilities = predict_probabilities(loaded.module, test.images, signature.input_spec)
+    evaluation = score_predictions(test.labels.astype(np.int64), probabilities, signature.class_names)
+    data = SplitsCard.read(splits_dir)
+    baselines = GateBaselines(majority_baseline(splits["train"].labels, test.labels),
+                              *_production_accuracy(config, data.name, signature, test))
+    return EvaluationOutcome(evaluation, decide_gate(evaluation, config.gate, baselines, data.recommended_gate),
+                             choice, profiles, loaded.card["lineage"])
+
+
+def _production_accuracy(config: AimassConfig, dataset_name: str, signature: Signature,
+                         test: ImageSet) -> tuple[tuple[str, float] | None, str]:
+    """The production model's accuracy on this test split, or why it cannot be compared."""
+    import tempfile
+
+    from aimass.registry import open_registry, production_card
+
+    registry = open_registry(config, dataset_name)
+    found = production_card(registry)
+    if found is None:
+        return None, f"no production model of {registry.model_name} yet: nothing to compare with"
+    record, card = found
+    theirs = Signature.of_model_card(card)
+    if (theirs.class_names, theirs.input_spec.shape) != (signature.class_names, signature.input_spec.shape):
+        return None, (f"production {record.version} answers other classes or takes other inputs: not comparable, "
+                      "so it is not a baseline")
+    with tempfile.TemporaryDirectory(prefix="aimass-production-") as folder:
+        registry.pull(record.version, Path(folder) / "model")
+        production = load_model(Path(folder) / "model")
+        predictions = predict_probabilities(production.module, test.images, theirs.input_spec).argmax(axis=1)
+    return (record.version, float((predictions == test.labels).mean())), ""
 
 
 def evaluation_markdown(outcome: EvaluationOutcome) -> str:
@@ -183,7 +252,6 @@ def evaluate_component(config_json: str, model: Input[Model], candidates: Input[
 
     from aimass.components.evaluate import evaluate
     from aimass.config import AimassConfig
-    from aimass.dataset import CLASS_NAMES
 
     outcome = evaluate(AimassConfig.from_json(config_json), Path(model.path), Path(candidates.path),
                        Path(splits.path))
@@ -193,7 +261,7 @@ def evaluate_component(config_json: str, model: Input[Model], candidates: Input[
     for row in evaluation.per_class:
         metrics.log_metric(f"precision_{row['name']}", row["precision"])
         metrics.log_metric(f"recall_{row['name']}", row["recall"])
-    classification.log_confusion_matrix(list(CLASS_NAMES), evaluation.confusion)
+    classification.log_confusion_matrix([row["name"] for row in evaluation.per_class], evaluation.confusion)
     Path(report.path).write_text(outcome.markdown())
     report.metadata.update({**outcome.lineage, "gate_passed": decision.passed, "chosen": outcome.choice.chosen,
                             "verdicts": outcome.choice.verdicts})

@@ -21,7 +21,7 @@ from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
 
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, HpoConfig, SearchDimension
-from aimass.dataset import load_image_sets
+from aimass.data.arrays import load_image_sets
 from aimass.errors import ConfigError
 from aimass.reports import html_page, markdown_table
 
@@ -119,12 +119,15 @@ def run_trial(config: AimassConfig, splits_dir: Path, training_set_dir: Path | N
               params: dict[str, Any], history: list[TrialResult]) -> TrialResult:
     """Train with `params` for `hpo.trial_epochs` (no early stopping) and score the best validation accuracy;
     with pruning on, stop after an epoch whose accuracy is below the median of earlier trials at that epoch."""
-    from aimass.components.train import train_classifier
+    from aimass.architecture import Signature
+    from aimass.components.train import train_classifier, training_split
+    from aimass.data.card import SplitsCard
 
     settings = config.hpo
     trial_config = apply_hyperparameters(config, params)
     trial_config = trial_config.model_copy(update={"train": trial_config.train.model_copy(update={
-        "epochs": settings.trial_epochs, "early_stopping_patience": settings.trial_epochs, "nproc": 1})})
+        "steps": None, "epochs": settings.trial_epochs, "early_stopping_patience": settings.trial_epochs,
+        "nproc": 1})})
     study = _study(settings, history)
     study.enqueue_trial(params)
     trial = study.ask(_distributions(settings.space))
@@ -136,9 +139,10 @@ def run_trial(config: AimassConfig, splits_dir: Path, training_set_dir: Path | N
         return not (settings.pruning and trial.should_prune())
 
     splits, _ = load_image_sets(splits_dir)
-    train_set = load_image_sets(training_set_dir)[0]["train"] if training_set_dir else splits["train"]
+    train_set = training_split(splits, training_set_dir)
     started = time.perf_counter()
-    _, result = train_classifier(trial_config, train_set, splits["validation"], on_epoch=keep_going)
+    _, result = train_classifier(trial_config, train_set, splits["validation"],
+                                 Signature.of_splits(SplitsCard.read(splits_dir)), on_epoch=keep_going)
     pruned = len(curve) < settings.trial_epochs
     return TrialResult(number=number, params=params, value=None if pruned else result.best_validation_accuracy,
                        curve=curve, state="pruned" if pruned else "complete",

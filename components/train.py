@@ -8,7 +8,9 @@ policy on the device before normalisation. Batches are slices of one shuffled in
 no DataLoader workers to feed. Weights go out as safetensors with a JSON model card, never as a pickle.
 """
 import copy
+import json
 import logging
+import math
 from collections.abc import Callable
 import os
 import time
@@ -22,13 +24,16 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.architecture import build_classifier, images_to_tensor, images_to_unit_tensor, normalize
+from aimass.architecture import Signature, build_classifier
 from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
-from aimass.dataset import ImageSet, load_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets
+from aimass.data.card import SplitsCard
+from aimass.data.preprocess import InputSpec, normalize
 from aimass.lineage import Lineage
 from aimass.model_artifact import save_model
+from aimass.components.ingest import PROFILE_FILE
 from aimass.reports import html_page
 
 log = logging.getLogger(__name__)
@@ -143,7 +148,7 @@ class _StepRunner:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
-    def layout(self, inputs: torch.Tensor) -> torch.Tensor:
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         return inputs.contiguous(memory_format=torch.channels_last) if self.on_cuda else inputs
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,30 +163,44 @@ class _StepRunner:
         return loss.detach() * len(labels), (logits.argmax(1) == labels).sum()
 
     @torch.inference_mode()
-    def evaluate(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
-        """(mean loss, accuracy) on a held-out set."""
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, spec: InputSpec,
+                 batch_size: int = 2048) -> tuple[float, float]:
+        """(mean loss, accuracy) on held-out uint8 images (N, C, H, W)."""
         self.model.eval()
-        loss_sum, correct = torch.zeros((), device=inputs.device), torch.zeros((), device=inputs.device)
+        loss_sum, correct = torch.zeros((), device=images.device), torch.zeros((), device=images.device)
         for start in range(0, len(labels), batch_size):
-            batch, batch_labels = inputs[start:start + batch_size], labels[start:start + batch_size]
+            batch, batch_labels = images[start:start + batch_size], labels[start:start + batch_size]
             with self.autocast():
-                logits = self.forward(self.layout(batch)).float()
+                logits = self.forward(self.layout(normalize(batch.float().div_(255.0), spec))).float()
             loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
             correct += (logits.argmax(1) == batch_labels).sum()
         self.model.train()
         return loss_sum.item() / len(labels), correct.item() / len(labels)
 
 
-def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.device):
+# A split up to this size is copied to the device once, as uint8; a larger one is read from its memory map a batch
+# at a time.
+RESIDENT_BYTES = 2 * 2**30
+
+
+def image_rows(images: np.ndarray, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """index tensor -> uint8 batch (B, C, H, W) on `device`."""
+    if images.nbytes <= RESIDENT_BYTES:
+        resident = torch.from_numpy(np.array(images)).to(device)
+        return lambda batch: resident[batch]
+    return lambda batch: torch.from_numpy(np.asarray(images[batch.cpu().numpy()])).to(device, non_blocking=True)
+
+
+def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.device, spec: InputSpec):
     """index tensor -> normalised input batch; applies the augmentation policy per batch when configured."""
     if not config.augment.on_the_fly:
-        return plain_batches(train_set, device)
-    unit_images = images_to_unit_tensor(train_set.images, device)
+        return plain_batches(train_set, device, spec)
+    rows = image_rows(train_set.images, device)
     augmenter = PolicyAugmenter(config.augment.policy).to(device)
-    return lambda batch: normalize(augmenter(unit_images[batch]))
+    return lambda batch: normalize(augmenter(rows(batch).float().div_(255.0)), spec)
 
 
-def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
+def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: ImageSet, signature: Signature,
                      progress: bool = False, ranks: Ranks | None = None,
                      on_epoch: EpochCallback | None = None) -> tuple[nn.Module, TrainResult]:
     """Train a fresh classifier and return it with the weights of its best validation epoch."""
@@ -190,76 +209,83 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
     if ranks is not None and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))  # one GPU per process
         torch.cuda.set_device(device)
-    model = build_classifier(config.model).to(device)  # the same initial weights on every rank
+    model = build_classifier(config.model, signature).to(device)  # the same initial weights on every rank
     if ranks is not None:
         torch.manual_seed(config.train.seed + ranks.rank)  # but each rank its own augmentation draws
-    return fit(model, config.train, _batch_source(config, train_set, device), train_set.labels, validation_set,
-               smoothed_cross_entropy(config.train.label_smoothing), progress, ranks, on_epoch)
+    spec = signature.input_spec
+    return fit(model, config.train, _batch_source(config, train_set, device, spec), train_set.labels, validation_set,
+               smoothed_cross_entropy(config.train.label_smoothing), spec, progress, ranks, on_epoch)
 
 
-def plain_batches(train_set: ImageSet, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    inputs = images_to_tensor(train_set.images, device)
-    return lambda batch: inputs[batch]
+def plain_batches(train_set: ImageSet, device: torch.device, spec: InputSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    rows = image_rows(train_set.images, device)
+    return lambda batch: normalize(rows(batch).float().div_(255.0), spec)
 
 
 def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.Tensor], torch.Tensor],
-        train_labels: np.ndarray, validation_set: ImageSet, loss: LossFunction,
+        train_labels: np.ndarray, validation_set: ImageSet, loss: LossFunction, spec: InputSpec,
         progress: bool = False, ranks: Ranks | None = None,
         on_epoch: EpochCallback | None = None) -> tuple[nn.Module, TrainResult]:
     """Optimise `model` (already on its device) with early stopping; returns it on the CPU with its best weights.
 
     `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented). With
     `ranks`, this process is one of several: `settings.batch_size` is the global batch, split across the ranks.
+    The budget is `settings.steps` optimisation steps (the last epoch cut short to fit), else `settings.epochs`
+    whole epochs; the validation split is scored after every epoch.
     """
     device = next(model.parameters()).device
     world = ranks.world_size if ranks else 1
     threads = configure_cpu_threads(settings.cpu_threads, world)
     train_y = torch.from_numpy(train_labels).long().to(device)
-    val_x, val_y = images_to_tensor(validation_set.images, device), torch.from_numpy(validation_set.labels).long().to(device)
+    val_x = torch.from_numpy(np.array(validation_set.images)).to(device)  # uint8: a quarter of float32's memory
+    val_y = torch.from_numpy(validation_set.labels).long().to(device)
     batch_size = min(settings.batch_size, len(train_y))
     rank_batch = max(batch_size // world, 1)
     steps_per_epoch = len(train_y) // batch_size  # drop the ragged tail: a batch of one breaks BatchNorm
-    runner = _StepRunner(model, settings, device, settings.epochs * steps_per_epoch, loss, ranks)
+    total_steps = settings.steps or settings.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    runner = _StepRunner(model, settings, device, total_steps, loss, ranks)
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)  # the same permutation on every rank
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
                          best_validation_accuracy=-1.0, stopped_early=False)
     best_state = copy.deepcopy(model.state_dict())
     leader = ranks is None or ranks.is_first
-    with _progress_bar(progress and leader, settings.epochs * steps_per_epoch, quiet=not leader) as advance:
-        for epoch in range(1, settings.epochs + 1):
+    with _progress_bar(progress and leader, total_steps, quiet=not leader) as advance:
+        for epoch in range(1, epochs + 1):
+            epoch_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
             model.train()
             order = rank_shard(torch.randperm(len(train_y), device=device, generator=shuffle), ranks)
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
             started = time.perf_counter()
-            for step in range(steps_per_epoch):
+            for step in range(epoch_steps):
                 batch = order[step * rank_batch:(step + 1) * rank_batch]
                 step_loss, step_correct = runner.step(train_inputs(batch), train_y[batch], batch)
                 loss_sum += step_loss
                 correct += step_correct
                 advance()
             if ranks is not None and epoch == 1:
-                result.distributed = _check_shards(order[:steps_per_epoch * rank_batch], ranks, device)
-            seen = steps_per_epoch * rank_batch * world
+                result.distributed = _check_shards(order[:epoch_steps * rank_batch], ranks, device)
+            seen = epoch_steps * rank_batch * world
             loss_sum, correct = _summed_over_ranks(loss_sum, ranks), _summed_over_ranks(correct, ranks)
             train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen  # .item() syncs the device
             seconds = time.perf_counter() - started
-            val_loss, val_accuracy = _validated_by_first_rank(runner, val_x, val_y, ranks, device)
+            val_loss, val_accuracy = _validated_by_first_rank(runner, val_x, val_y, spec, ranks, device)
             record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy,
                                  runner.schedule.get_last_lr()[0], seconds, seen / seconds)
             result.history.append(record)
             if leader:
                 log.info("epoch %d/%d: train loss %.4f acc %.4f | validation loss %.4f acc %.4f | %.0f images/s",
-                         epoch, settings.epochs, train_loss, train_accuracy, val_loss, val_accuracy,
+                         epoch, epochs, train_loss, train_accuracy, val_loss, val_accuracy,
                          record.images_per_second)
             if val_accuracy > result.best_validation_accuracy:
                 result.best_epoch, result.best_validation_accuracy = epoch, val_accuracy
                 best_state = copy.deepcopy(model.state_dict())
             elif epoch - result.best_epoch >= settings.early_stopping_patience:
-                result.stopped_early = epoch < settings.epochs
+                result.stopped_early = epoch < epochs
                 log.info("early stop: no validation gain for %d epochs", epoch - result.best_epoch)
                 break
             if on_epoch is not None and not on_epoch(record):
-                result.stopped_early = epoch < settings.epochs
+                result.stopped_early = epoch < epochs
                 break
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).cpu().eval(), result
@@ -273,15 +299,15 @@ def _summed_over_ranks(value: torch.Tensor, ranks: Ranks | None) -> torch.Tensor
     return value
 
 
-def _validated_by_first_rank(runner: _StepRunner, val_x: torch.Tensor, val_y: torch.Tensor, ranks: Ranks | None,
-                             device: torch.device) -> tuple[float, float]:
+def _validated_by_first_rank(runner: _StepRunner, val_x: torch.Tensor, val_y: torch.Tensor, spec: InputSpec,
+                             ranks: Ranks | None, device: torch.device) -> tuple[float, float]:
     """(validation loss, accuracy): measured by rank 0 and sent to every rank, so all take the same early-stopping
     decision on the same numbers (BatchNorm statistics differ slightly between ranks)."""
     if ranks is None:
-        return runner.evaluate(val_x, val_y)
+        return runner.evaluate(val_x, val_y, spec)
     import torch.distributed as dist
 
-    measured = torch.tensor(runner.evaluate(val_x, val_y) if ranks.is_first else (0.0, 0.0), device=device)
+    measured = torch.tensor(runner.evaluate(val_x, val_y, spec) if ranks.is_first else (0.0, 0.0), device=device)
     dist.broadcast(measured, src=0)
     return float(measured[0]), float(measured[1])
 
@@ -352,6 +378,12 @@ def training_curves_html(history: list[EpochRecord]) -> str:
     return html_page("Training curves", figure, "Train loss includes label smoothing; validation loss does not.")
 
 
+def training_split(splits: dict[str, ImageSet], training_set_dir: Path | None) -> ImageSet:
+    """The augment stage's training set when it added images, else the ingest output's train split."""
+    augmented = load_image_sets(training_set_dir)[0] if training_set_dir else {}
+    return augmented.get("train", splits["train"])
+
+
 def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Lineage,
           training_set_dir: Path | None = None, progress: bool = False, ranks: Ranks | None = None) -> TrainResult:
     """Train and write the model artifact (weights, card, manifest) to `model_dir`.
@@ -370,11 +402,18 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
 
         return train_in_processes(config, splits_dir, model_dir, lineage, training_set_dir)
     splits, _ = load_image_sets(splits_dir)
-    train_set = load_image_sets(training_set_dir)[0]["train"] if training_set_dir else splits["train"]
-    model, result = train_classifier(config, train_set, splits["validation"], progress=progress, ranks=ranks)
+    train_set = training_split(splits, training_set_dir)
+    data = SplitsCard.read(splits_dir)
+    signature = Signature.of_splits(data)
+    model, result = train_classifier(config, train_set, splits["validation"], signature, progress=progress,
+                                     ranks=ranks)
     if ranks is not None and not ranks.is_first:
         return result  # only rank 0 writes the model
-    save_model(model_dir, model, config.model, card={
+    save_model(model_dir, model, config.model, signature, card={
+        "dataset": {"name": data.name, "data_md5": data.data_md5, "counts": data.counts,
+                    "recommended_gate": data.recommended_gate},
+        # The training split's statistics: the next data version's drift is measured against them.
+        "data_profile": json.loads((splits_dir / PROFILE_FILE).read_text())["train"],
         "lineage": lineage.to_dict(),
         "training": result.to_dict(),
         "config": config.model_dump(mode="json"),

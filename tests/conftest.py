@@ -1,4 +1,5 @@
-"""Shared fixtures: a real DVC repository holding the real Fashion-MNIST import, and tiny splits and models."""
+"""Shared fixtures: a real DVC repository holding the real Fashion-MNIST import, image files in every layout
+`aimass data import` reads (written from scikit-learn's digits), and tiny splits and models."""
 import os
 import shutil
 import socket
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from aimass.architecture import Signature
 from aimass.components.ingest import ingest
 from aimass.components.train import train
 from aimass.config import AimassConfig, load_config
-from aimass.data_version import track_data
-from aimass.dataset import ImageSet, save_image_sets
-from aimass.fashion_mnist import DEFAULT_SOURCE_DIR, import_fashion_mnist
+from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR
+from aimass.data.importing import import_dataset
+from aimass.data.preprocess import InputSpec
+from aimass.data.versions import track_data
 from aimass.lineage import Lineage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +45,7 @@ def init_dvc_repo(path: Path) -> Path:
 def data_repo(tmp_path_factory, fashion_mnist_source) -> Path:
     """A DVC repository with the real Fashion-MNIST imported and pinned in data.dvc, as `aimass data import` does."""
     repo = init_dvc_repo(tmp_path_factory.mktemp("data-repo"))
-    import_fashion_mnist(fashion_mnist_source, repo / "data" / "fashion-mnist")
+    import_dataset(fashion_mnist_source, repo / "data")
     track_data(repo)
     return repo
 
@@ -80,7 +83,17 @@ pickle.load = pickle.loads = _refuse
 pickle.Unpickler = _RefusingUnpickler
 """
 
+# A model signature for unit tests that need no data: 1x28x28 grey images, ten classes.
+GREY_28_TEN_CLASSES = Signature(InputSpec(1, 28, 28, mean=(0.286,), std=(0.353,)), tuple("abcdefghij"))
+
 TEST_LINEAGE = Lineage(data_md5="d" * 32 + ".dir", git_commit="c" * 40, run_id="run-1", run_name="test-run")
+
+
+@pytest.fixture(scope="session")
+def tiny_signature(tiny_splits_dir) -> Signature:
+    from aimass.data.card import SplitsCard
+
+    return Signature.of_splits(SplitsCard.read(tiny_splits_dir))
 
 
 @pytest.fixture(scope="session")
@@ -90,21 +103,33 @@ def tiny_teacher(tiny_config, tiny_splits_dir, tmp_path_factory):
     return model_dir, train(tiny_config, tiny_splits_dir, model_dir, TEST_LINEAGE)
 
 
-@pytest.fixture
-def make_data_repo(tmp_path, data_repo) -> Callable[[Callable[[dict[str, ImageSet]], None]], Path]:
-    """Build a DVC repository whose data is the real data set after `corrupt(image_sets)` altered it in place."""
-    from aimass.dataset import load_image_sets
+def write_digits_folder(root: Path, count: int = 400, split_folders: bool = False, layout: str = "mixed") -> Path:
+    """scikit-learn's 8x8 digits as real image files in class folders `root/<digit>/`: PNG and JPEG, grey and RGB,
+    of several sizes (layout "mixed"), or all 8x8 grey PNG ("uniform"). With `split_folders`, a fifth of them go
+    under test/ and the rest under train/."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
 
-    def build(corrupt: Callable[[dict[str, ImageSet]], None]) -> Path:
-        image_sets, manifest = load_image_sets(data_repo / "data" / "fashion-mnist")
-        image_sets = {name: ImageSet(s.images.copy(), s.labels.copy()) for name, s in image_sets.items()}
-        corrupt(image_sets)
-        repo = init_dvc_repo(tmp_path / "corrupted-repo")
-        save_image_sets(repo / "data" / "fashion-mnist", image_sets, {"name": manifest["name"]})
-        track_data(repo)
-        return repo
+    digits = load_digits()
+    for index in range(count):
+        pixels = (digits.images[index] * (255 / 16)).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        suffix = ".png"
+        if layout == "mixed":
+            image = image.resize((8 * (1 + index % 3), 8 * (1 + index % 3)))
+            if index % 2:
+                image, suffix = image.convert("RGB"), ".jpg"
+        split = ("test" if index % 5 == 0 else "train") if split_folders else ""
+        folder = root / split / str(digits.target[index])
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"digit-{index:04d}{suffix}")
+    return root
 
-    return build
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    return write_digits_folder(tmp_path_factory.mktemp("digits"))
 
 
 def copy_tree(source: Path, target: Path) -> Path:

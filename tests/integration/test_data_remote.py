@@ -10,7 +10,7 @@ from minio import Minio
 
 from aimass.cli import main as aimass_main
 from aimass.config import load_config
-from aimass.data_version import pin_data_version, pinned_data_md5, pull_data, push_data
+from aimass.data.versions import pin_data_version, pinned_data_md5, pull_data, push_data
 from aimass.errors import DataVersionError
 
 
@@ -84,7 +84,7 @@ def test_the_cli_pushes_and_pulls(data_repo, remote, tmp_path, capsys):
 
 def test_ingest_given_a_data_version_pulls_it_from_the_remote_as_a_pod_would(data_repo, remote, tmp_path):
     from aimass.components.ingest import ingest
-    from aimass.dataset import load_image_sets
+    from aimass.data.arrays import load_image_sets
 
     push_data(data_repo, load_config("tiny", remote).data)
     nowhere = tmp_path / "no-repository"  # a pod has no clone: only the md5 and the remote

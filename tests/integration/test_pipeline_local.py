@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from aimass.config import load_config
-from aimass.data_version import pinned_data_md5
+from aimass.data.versions import pinned_data_md5
 from aimass.model_artifact import load_model
 from aimass.pipelines.local_run import run_pipeline_locally
 

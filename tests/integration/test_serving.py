@@ -16,7 +16,7 @@ import pytest
 from conftest import free_port
 
 from aimass.config import load_config
-from aimass.dataset import load_image_sets
+from aimass.data.arrays import load_image_sets
 from aimass.object_store import ObjectStoreError
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend

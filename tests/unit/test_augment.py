@@ -5,7 +5,7 @@ import torch
 from aimass.augmentation import augment_images
 from aimass.components.augment import augment, expand_training_set
 from aimass.config import AugmentPolicy, load_config
-from aimass.dataset import ImageSet, load_image_sets
+from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.errors import ConfigError
 
 CPU = torch.device("cpu")

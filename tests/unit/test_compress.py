@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.architecture import build_classifier, images_to_tensor, predict_logits
+from aimass.architecture import build_classifier, predict_logits, predict_probabilities
 from aimass.components.compress import (
     DYNAMIC_INT8_BACKEND, _dynamic_int8, compress, distillation_loss, prunable_layers,
     prune_channels, prune_unstructured, quantize_int8, read_profiles)
 from aimass.config import ModelConfig, load_config
-from aimass.dataset import load_image_sets
+from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError, ConfigError
 from aimass.integrity import write_manifest
+from aimass.data.preprocess import to_model_input
 from aimass.model_artifact import PROGRAM_FILE, load_model, save_exported_model
-from conftest import FORBID_UNPICKLING
+from conftest import FORBID_UNPICKLING, GREY_28_TEN_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -23,34 +24,35 @@ def test_images(tiny_splits_dir):
 
 
 @pytest.fixture(scope="module")
-def int8_teacher_dir(tiny_teacher, test_images, tmp_path_factory):
+def int8_teacher_dir(tiny_teacher, test_images, tiny_signature, tmp_path_factory):
     teacher = load_model(tiny_teacher[0]).module
-    program, backend = quantize_int8(teacher, images_to_tensor(test_images[:128]))
+    program, backend = quantize_int8(teacher, to_model_input(test_images[:128], tiny_signature.input_spec))
     directory = tmp_path_factory.mktemp("int8")
-    save_exported_model(directory, program, ModelConfig(), {"compression": {"backend": backend}})
+    save_exported_model(directory, program, ModelConfig(), tiny_signature, {"compression": {"backend": backend}})
     return directory
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8])
 def test_global_magnitude_pruning_reaches_the_requested_sparsity(sparsity):
-    model = prune_unstructured(build_classifier(ModelConfig()), sparsity)
+    model = prune_unstructured(build_classifier(ModelConfig(), GREY_28_TEN_CLASSES), sparsity)
     weights = [layer.weight for layer in prunable_layers(model)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(sparsity, abs=1e-3)
 
 
 def test_channel_pruning_really_shrinks_the_network():
-    slim, shape = prune_channels(build_classifier(ModelConfig()), 0.5)
+    slim, shape = prune_channels(build_classifier(ModelConfig(), GREY_28_TEN_CLASSES), 0.5, GREY_28_TEN_CLASSES)
     assert shape == ModelConfig(channels=(16, 32, 64), hidden_units=128)
-    assert sum(p.numel() for p in slim.parameters()) < 0.3 * sum(p.numel() for p in build_classifier(ModelConfig()).parameters())
+    assert sum(p.numel() for p in slim.parameters()) < 0.3 * sum(p.numel() for p in build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).parameters())
     assert slim(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_int8_model_agrees_with_the_float_model_on_most_test_images(tiny_teacher, int8_teacher_dir, test_images):
-    inputs = images_to_tensor(test_images)
-    float_predictions = predict_logits(load_model(tiny_teacher[0]).module, inputs).argmax(1)
-    int8_predictions = predict_logits(load_model(int8_teacher_dir).module, inputs).argmax(1)
-    assert (float_predictions == int8_predictions).float().mean() >= 0.95
+def test_int8_model_agrees_with_the_float_model_on_most_test_images(tiny_teacher, int8_teacher_dir, test_images,
+                                                                   tiny_signature):
+    spec = tiny_signature.input_spec
+    float_predictions = predict_probabilities(load_model(tiny_teacher[0]).module, test_images, spec).argmax(1)
+    int8_predictions = predict_probabilities(load_model(int8_teacher_dir).module, test_images, spec).argmax(1)
+    assert (float_predictions == int8_predictions).mean() >= 0.95
 
 
 def test_static_int8_is_recorded_as_its_backend_and_stores_int8_weights(int8_teacher_dir):
@@ -67,30 +69,33 @@ def test_int8_artifact_reloads_in_a_fresh_process_without_pickle(int8_teacher_di
         + FORBID_UNPICKLING +
         "from pathlib import Path\n"
         "from aimass.model_artifact import load_model\n"
-        "from aimass.architecture import images_to_tensor, predict_logits\n"
-        "model = load_model(Path(sys.argv[1])).module\n"
+        "from aimass.architecture import predict_probabilities\n"
+        "loaded = load_model(Path(sys.argv[1]))\n"
         "images = np.load(sys.argv[2], allow_pickle=False)\n"
-        "print(' '.join(map(str, predict_logits(model, images_to_tensor(images)).argmax(1).tolist())))\n"
+        "probabilities = predict_probabilities(loaded.module, images, loaded.signature.input_spec)\n"
+        "print(' '.join(map(str, probabilities.argmax(1).tolist())))\n"
     )
     output = subprocess.run([sys.executable, "-c", script, str(int8_teacher_dir), str(tmp_path / "images.npy")],
                             capture_output=True, text=True, check=True).stdout.split()
-    expected = predict_logits(load_model(int8_teacher_dir).module, images_to_tensor(test_images[:16])).argmax(1)
+    loaded = load_model(int8_teacher_dir)
+    expected = predict_probabilities(loaded.module, test_images[:16], loaded.signature.input_spec).argmax(1)
     assert list(map(int, output)) == expected.tolist()
 
 
 def test_an_export_archive_with_pickled_example_inputs_is_refused(tmp_path):
-    model = build_classifier(ModelConfig()).eval()
+    model = build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).eval()
     torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 28, 28),)), str(tmp_path / PROGRAM_FILE))
-    (tmp_path / "model.json").write_text('{"weights_format": "torch-export", "lineage": {}}')
+    (tmp_path / "model.json").write_text('{"format_version": 2, "weights_format": "torch-export", "lineage": {}}')
     write_manifest(tmp_path, {})
     with pytest.raises(ArtifactIntegrityError, match="pickled example inputs"):
         load_model(tmp_path)
 
 
 def test_dynamic_int8_fallback_saves_without_pickle_and_reloads(tmp_path):
-    model = build_classifier(ModelConfig()).eval()
+    model = build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).eval()
     program = _dynamic_int8(model, torch.zeros(2, 1, 28, 28))
-    save_exported_model(tmp_path, program, ModelConfig(), {"compression": {"backend": DYNAMIC_INT8_BACKEND}})
+    save_exported_model(tmp_path, program, ModelConfig(), GREY_28_TEN_CLASSES,
+                        {"compression": {"backend": DYNAMIC_INT8_BACKEND}})
     reloaded = load_model(tmp_path).module
     inputs = torch.randn(4, 1, 28, 28)
     assert torch.allclose(reloaded(inputs), model(inputs), atol=0.05)

@@ -10,7 +10,7 @@ import torch
 
 from aimass.components.train import Ranks, rank_shard, train
 from aimass.config import load_config
-from aimass.dataset import load_image_sets
+from aimass.data.arrays import load_image_sets
 from aimass.distributed import DistributedTrainingError
 from aimass.lineage import Lineage
 from aimass.model_artifact import load_model

@@ -7,8 +7,9 @@ import torch
 
 from aimass.components.train import configure_cpu_threads, train_classifier, training_curves_html
 from aimass.config import load_config
-from aimass.dataset import load_image_sets
+from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError
+from aimass.data.preprocess import to_model_input
 from aimass.model_artifact import load_model
 from conftest import FORBID_UNPICKLING, TEST_LINEAGE
 
@@ -44,7 +45,23 @@ def test_model_artifact_is_safetensors_with_card_and_manifest(trained):
 def test_model_card_records_lineage_and_resolved_config(trained, tiny_config):
     card = load_model(trained[0]).card
     assert card["lineage"] == TEST_LINEAGE.to_dict()
-    assert card["config"]["train"]["epochs"] == tiny_config.train.epochs
+    assert card["config"]["train"]["steps"] == tiny_config.train.steps
+
+
+def test_model_card_carries_the_data_sets_classes_input_and_training_profile(trained):
+    card = load_model(trained[0]).card
+    assert card["class_names"][:2] == ["T-shirt/top", "Trouser"] and len(card["class_names"]) == 10
+    assert card["input"]["channels"] == 1 and (card["input"]["height"], card["input"]["width"]) == (28, 28)
+    assert card["input"]["mean"] == [pytest.approx(0.286, abs=0.01)]
+    assert card["dataset"]["name"] == "fashion-mnist" and card["data_profile"]["images"] == 2_700
+
+
+def test_a_step_budget_cuts_the_last_epoch_short(tiny_splits, tiny_signature):
+    subset = tiny_splits["train"].take(np.arange(320))  # 10 steps of 32 per epoch
+    config = load_config("tiny", ["train.batch_size=32", "train.steps=25", "train.early_stopping_patience=5"])
+    _, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
+    assert result.epochs_run == 3
+    assert [round(r.images_per_second * r.train_seconds) for r in result.history] == [320, 320, 160]
 
 
 def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
@@ -52,18 +69,20 @@ def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
         "import pickle, sys, numpy as np, torch\n"
         + FORBID_UNPICKLING +
         "from aimass.model_artifact import load_model\n"
-        "from aimass.architecture import images_to_tensor, predict_logits\n"
-        "model = load_model(__import__('pathlib').Path(sys.argv[1])).module\n"
+        "from aimass.architecture import predict_probabilities\n"
+        "loaded = load_model(__import__('pathlib').Path(sys.argv[1]))\n"
         "images = np.load(sys.argv[2], allow_pickle=False)[:8]\n"
-        "print(' '.join(map(str, predict_logits(model, images_to_tensor(images)).argmax(1).tolist())))\n"
+        "probabilities = predict_probabilities(loaded.module, images, loaded.signature.input_spec)\n"
+        "print(' '.join(map(str, probabilities.argmax(1).tolist())))\n"
     )
     test_images = trained[0].parent / "probe-images.npy"
     np.save(test_images, tiny_splits["test"].images[:8])
     output = subprocess.run([sys.executable, "-c", script, str(trained[0]), str(test_images)],
                             capture_output=True, text=True, check=True).stdout.split()
-    from aimass.architecture import images_to_tensor, predict_logits
+    from aimass.architecture import predict_probabilities
 
-    expected = predict_logits(load_model(trained[0]).module, images_to_tensor(tiny_splits["test"].images[:8]))
+    loaded = load_model(trained[0])
+    expected = predict_probabilities(loaded.module, tiny_splits["test"].images[:8], loaded.signature.input_spec)
     assert list(map(int, output)) == expected.argmax(1).tolist()
 
 
@@ -79,35 +98,35 @@ def test_a_corrupted_weights_file_is_refused(trained, tmp_path):
         load_model(model_dir)
 
 
-def test_same_seed_gives_identical_weights(tiny_config, tiny_splits):
+def test_same_seed_gives_identical_weights(tiny_config, tiny_splits, tiny_signature):
     subset = tiny_splits["train"].take(np.arange(256))
     config = load_config("tiny", ["train.batch_size=32"])
-    first, _ = train_classifier(config, subset, tiny_splits["validation"])
-    second, _ = train_classifier(config, subset, tiny_splits["validation"])
+    first, _ = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
+    second, _ = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
 
 
-def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits):
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits, tiny_signature):
     # A learning rate this large diverges after the first epochs, so validation accuracy stops improving.
-    config = load_config("tiny", ["train.epochs=6", "train.early_stopping_patience=1", "train.learning_rate=8",
-                                  "train.batch_size=128"])
+    config = load_config("tiny", ["train.steps=null", "train.epochs=6", "train.early_stopping_patience=1",
+                                  "train.learning_rate=8", "train.batch_size=128"])
     subset = tiny_splits["train"].take(np.arange(512))
-    _, result = train_classifier(config, subset, tiny_splits["validation"])
+    _, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
     assert result.stopped_early and result.epochs_run < 6
     assert result.best_validation_accuracy == max(r.validation_accuracy for r in result.history)
     assert result.epochs_run == result.best_epoch + 1
 
 
-def test_on_the_fly_augmentation_applies_the_policy_to_each_batch(tiny_splits):
-    from aimass.architecture import images_to_tensor
+def test_on_the_fly_augmentation_applies_the_policy_to_each_batch(tiny_splits, tiny_signature):
     from aimass.components.train import _batch_source
 
     flip_only = ["augment.on_the_fly=true", "augment.policy.horizontal_flip.p=1"] + [
         f"augment.policy.{name}.p=0" for name in ("rotation", "scale", "translate", "gaussian_noise", "random_erasing")]
-    batches = _batch_source(load_config("tiny", flip_only), tiny_splits["train"], torch.device("cpu"))
+    spec = tiny_signature.input_spec
+    batches = _batch_source(load_config("tiny", flip_only), tiny_splits["train"], torch.device("cpu"), spec)
     index = torch.arange(4)
-    expected = images_to_tensor(tiny_splits["train"].images[:4]).flip(-1)
+    expected = to_model_input(tiny_splits["train"].images[:4], spec).flip(-1)
     assert torch.allclose(batches(index), expected)
 
 

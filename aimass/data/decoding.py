@@ -1,0 +1,144 @@
+"""Decode a data version once: every image through the shared preprocessing into memory-mapped uint8 arrays, on every
+CPU, streamed to disk so memory does not grow with the data set.
+
+The result is cached under `data.cache_dir`, keyed by the data version's DVC md5 and the preprocessing settings:
+a second run on the same version and settings reads the cache instead of decoding again. The cache is an ordinary
+sha256-manifested directory, verified on every use, and published in one rename (an interrupted decode leaves none).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import statistics as stats
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from aimass.atomic import atomic_directory
+from aimass.config import DataConfig
+from aimass.data.card import DataCard, read_index
+from aimass.data.idx import read_idx_split
+from aimass.data.preprocess import InputSpec, decode_file, imap_in_processes, preprocess_array
+from aimass.errors import ArtifactIntegrityError, DataVersionError
+from aimass.integrity import read_verified_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+DECODED_FORMAT = 1
+
+
+def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig) -> InputSpec:
+    """The model's input size and channels: as configured, or from the data when `auto` (grey-scale if every image
+    is; the common size if all share one, else the median shorter side, at most `data.max_auto_image_size`)."""
+    if card.layout == "idx":
+        images, _ = read_idx_split(*(data_dir / name for name in card.idx_files["train"]))
+        sizes, channels = Counter({(images.shape[2], images.shape[1]): len(images)}), {1}
+    else:
+        rows = read_index(data_dir)
+        sizes, channels = Counter((row["width"], row["height"]) for row in rows), {row["channels"] for row in rows}
+    if settings.image_size != "auto":
+        height, width = ((settings.image_size, settings.image_size) if isinstance(settings.image_size, int)
+                         else settings.image_size)
+    elif len(sizes) == 1:
+        (width, height), = sizes
+    else:
+        side = int(min(stats.median(min(size) for size in sizes.elements()), settings.max_auto_image_size))
+        height = width = side
+    image_channels = (1 if channels == {1} else 3) if settings.channels == "auto" else settings.channels
+    return InputSpec(channels=image_channels, height=int(height), width=int(width), resize=settings.resize)
+
+
+def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cache_root: Path) -> Path:
+    """The decoded arrays of the data version in `data_dir` (whose DVC md5 is `data_md5`), from the cache or
+    decoded now. Returns the directory: `<split>-images.npy` (N, C, H, W), `-labels.npy`, `-sources.npy` (N, 3:
+    original width, height, channels) per split of the source, and a manifest holding the input spec."""
+    card = DataCard.read(data_dir)
+    spec = resolve_input_spec(card, data_dir, settings)
+    key = hashlib.sha256(json.dumps({"md5": data_md5, "spec": spec.to_dict(), "format": DECODED_FORMAT},
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    cached = cache_root / key
+    if (cached / "manifest.json").is_file():
+        try:
+            read_verified_manifest(cached)
+            log.info("decoded images of data version %s from the cache %s", data_md5, cached)
+            return cached
+        except ArtifactIntegrityError as error:
+            log.warning("the decoded cache %s is damaged (%s); decoding again", cached, error)
+    started = time.perf_counter()
+    with atomic_directory(cached) as staging:
+        counts = _decode_idx(card, data_dir, spec, staging) if card.layout == "idx" else \
+            _decode_files(data_dir, spec, staging)
+        spec = _with_training_statistics(spec, staging)
+        write_manifest(staging, {"kind": "aimass-decoded-images", "data_md5": data_md5, "splits": counts,
+                                 "input_spec": spec.to_dict(), "format": DECODED_FORMAT})
+    total = sum(counts.values())
+    seconds = time.perf_counter() - started
+    log.info("decoded %d images in %.1f s (%.0f images/s) into %s", total, seconds, total / max(seconds, 1e-9), cached)
+    return cached
+
+
+def decoded_input_spec(decoded_dir: Path) -> InputSpec:
+    return InputSpec.from_dict(json.loads((decoded_dir / "manifest.json").read_text())["input_spec"])
+
+
+def _decode_files(data_dir: Path, spec: InputSpec, target: Path) -> dict[str, int]:
+    rows = read_index(data_dir)
+    counts = {}
+    for split in sorted({row["split"] for row in rows}):
+        split_rows = [row for row in rows if row["split"] == split]
+        images = np.lib.format.open_memmap(target / f"{split}-images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(split_rows), *spec.shape))
+        decode = functools.partial(decode_file, spec=spec)
+        try:
+            for position, pixels in enumerate(imap_in_processes(decode, [data_dir / row["file"] for row in split_rows])):
+                images[position] = pixels
+        except ValueError as error:  # the import checked every file: the workspace was changed since
+            raise DataVersionError(f"an image of {data_dir} no longer decodes ({error}); run `aimass data pull` "
+                                   "or import the data set again") from error
+        images.flush()
+        del images
+        np.save(target / f"{split}-labels.npy", np.array([row["label"] for row in split_rows], dtype=np.int64))
+        np.save(target / f"{split}-sources.npy",
+                np.array([(row["width"], row["height"], row["channels"]) for row in split_rows], dtype=np.int32))
+        counts[split] = len(split_rows)
+    return counts
+
+
+def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -> dict[str, int]:
+    counts = {}
+    for split, names in card.idx_files.items():
+        pixels, labels = read_idx_split(*(data_dir / name for name in names))
+        images = np.lib.format.open_memmap(target / f"{split}-images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(pixels), *spec.shape))
+        if spec.shape == (1, *pixels.shape[1:]):
+            images[:, 0] = pixels  # already at the model's input: nothing to resample
+        else:
+            for position, image in enumerate(pixels):
+                images[position] = preprocess_array(image, spec)
+        images.flush()
+        del images
+        np.save(target / f"{split}-labels.npy", labels.astype(np.int64))
+        np.save(target / f"{split}-sources.npy",
+                np.tile(np.array([pixels.shape[2], pixels.shape[1], 1], dtype=np.int32), (len(pixels), 1)))
+        counts[split] = len(pixels)
+    return counts
+
+
+def _with_training_statistics(spec: InputSpec, decoded_dir: Path) -> InputSpec:
+    """The spec with the per-channel mean and std of the training images (0..1 scale), accumulated in chunks."""
+    images = np.load(decoded_dir / "train-images.npy", mmap_mode="r")
+    total = np.zeros(spec.channels)
+    squares = np.zeros(spec.channels)
+    for start in range(0, len(images), 4096):
+        chunk = np.asarray(images[start:start + 4096], dtype=np.float64) / 255.0
+        total += chunk.sum(axis=(0, 2, 3))
+        squares += np.square(chunk).sum(axis=(0, 2, 3))
+    pixels = max(len(images) * spec.height * spec.width, 1)
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 0.0))
+    return InputSpec(spec.channels, spec.height, spec.width, spec.resize,
+                     mean=tuple(round(float(m), 6) for m in mean),
+                     std=tuple(round(max(float(s), 1e-3), 6) for s in std))

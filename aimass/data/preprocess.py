@@ -1,0 +1,167 @@
+"""The one preprocessing of aimass: an image file or array becomes the model's input, the same way at ingest,
+training, evaluation and serving.
+
+Two steps, split where the data is stored:
+    decode  any image Pillow reads -> uint8 array (C, H, W) at the data set's input size and channels
+            (`preprocess_image`); ingest stores these arrays, the server applies it to each uploaded image
+    scale   uint8 (N, C, H, W) -> float32 on the 0..1 scale, then per-channel (x - mean) / std (`to_model_input`);
+            the mean and std are the training split's, recorded in the data card and the model card
+
+Resize modes (`data.resize`): `squash` stretches to the target size, `center-crop` scales the shorter side to fit
+and crops the centre, `pad` scales the longer side to fit and pads with black. All resample bilinearly with Pillow's
+antialiasing filter, so a large photo shrinks without aliasing.
+
+This module imports only numpy and Pillow at the top (torch lazily): ingest's decoding worker processes import it.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
+
+RESIZE_MODES = ("squash", "center-crop", "pad")
+# A decompression bomb (a small file that decodes to billions of pixels) is refused before it is decoded.
+DEFAULT_MAX_PIXELS = 64 * 2**20
+
+
+class ImageDecodeError(ValueError):
+    """A file or upload is not an image Pillow can decode whole (truncated, not an image, too many pixels)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: images of `channels` x `height` x `width`, scaled with the training split's
+    per-channel `mean` and `std` (0..1 scale). Saved in the data card and in every model card."""
+
+    channels: int  # 1 (grey) or 3 (RGB)
+    height: int
+    width: int
+    resize: str = "squash"
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.channels, self.height, self.width
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "dtype": "uint8"}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> InputSpec:
+        return cls(channels=int(values["channels"]), height=int(values["height"]), width=int(values["width"]),
+                   resize=values.get("resize", "squash"), mean=tuple(values.get("mean", ())),
+                   std=tuple(values.get("std", ())))
+
+
+def image_mode(channels: int) -> str:
+    return "L" if channels == 1 else "RGB"
+
+
+def open_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a file or encoded bytes completely (the first frame of an animation), applying its EXIF rotation.
+
+    Raises:
+        ImageDecodeError: saying why: not an image, truncated, or more than `max_pixels` pixels.
+    """
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            if image.width * image.height > max_pixels:
+                raise ImageDecodeError(f"{image.width}x{image.height} pixels is more than the limit of {max_pixels}")
+            image.seek(0)
+            image.load()  # decodes every byte: a truncated file fails here, not later in training
+            return ImageOps.exif_transpose(image)
+    except ImageDecodeError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(f"cannot be decoded ({error})") from None
+
+
+def image_channels(image: Image.Image) -> int:
+    """1 for grey-scale images (with or without alpha), 3 for anything in colour."""
+    return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+
+
+def preprocess_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """A decoded image -> uint8 array (C, H, W) at the spec's size and channels."""
+    image = image.convert(image_mode(spec.channels))
+    size = (spec.width, spec.height)
+    if image.size != size:
+        resample = Image.Resampling.BILINEAR
+        if spec.resize == "center-crop":
+            image = ImageOps.fit(image, size, resample)
+        elif spec.resize == "pad":
+            image = ImageOps.pad(image, size, resample, color=0)
+        else:
+            image = image.resize(size, resample)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[np.newaxis] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def preprocess_array(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A stored uint8 image (H, W) or (H, W, C) -> (C, H, W) under the spec, through the same Pillow path."""
+    if pixels.ndim == 2 and spec.channels == 1 and pixels.shape == (spec.height, spec.width):
+        return pixels[np.newaxis]
+    return preprocess_image(Image.fromarray(pixels), spec)
+
+
+def unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 tensor (N, C, H, W) on the 0..1 scale, on `device`."""
+    import torch
+
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return pixels.float().div_(255.0)
+
+
+def normalize(unit_images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """0..1 images (N, C, H, W) -> the zero-centred inputs the model expects (per-channel mean and std)."""
+    import torch
+
+    mean = torch.tensor(spec.mean, dtype=unit_images.dtype, device=unit_images.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=unit_images.dtype, device=unit_images.device).view(1, -1, 1, 1)
+    return (unit_images - mean) / std
+
+
+def to_model_input(images: np.ndarray, spec: InputSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> normalised float32 model input on `device`."""
+    return normalize(unit_tensor(images, device), spec)
+
+
+# Below this many items a process pool costs more to start than it saves.
+_SERIAL_BELOW = 256
+
+
+def imap_in_processes(function, items: list, chunksize: int = 64):
+    """`function(item)` for each item, on every CPU this process may use, yielded in order as they complete (so a
+    caller can stream results to disk instead of holding them all).
+
+    Worker processes start with the forkserver method: a fork of a parent that already runs threads (torch,
+    kfp.local, a web server) can deadlock. `function` must be importable from a light module.
+    """
+    import multiprocessing
+    import os
+
+    workers = len(os.sched_getaffinity(0))
+    if len(items) < _SERIAL_BELOW or workers == 1:
+        yield from map(function, items)
+        return
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        yield from pool.imap(function, items, chunksize=chunksize)
+
+
+def decode_file(path: Path, spec: InputSpec) -> np.ndarray:
+    """An image file -> uint8 (C, H, W) under `spec` (a worker function of ingest's decoding)."""
+    return preprocess_image(open_image(path), spec)
