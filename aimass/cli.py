@@ -618,9 +618,17 @@ def _serve(args: argparse.Namespace) -> int:
     from aimass.registry import registered_model_name
 
     source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256)
-    name = registered_model_name(config)
-    serve_forever(config, source, lambda url: print(f"serving {name} at {url}/v2/models/{name}/infer", flush=True))
+    name = registered_model_name(config, _dataset_of_model(args.model_dir) if args.model_dir else None)
+    serve_forever(config, name, source, lambda url: print(f"serving {name} at {url}/v2/models/{name}/infer", flush=True))
     return 0
+
+
+def _dataset_of_model(model_dir: Path) -> str | None:
+    """The data set a model directory was trained on, as its card records it (a directory has no registry name)."""
+    import json
+
+    card = model_dir / "model.json"
+    return json.loads(card.read_text()).get("dataset", {}).get("name") if card.is_file() else None
 
 
 def _sha256_argument(text: str) -> str:

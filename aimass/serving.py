@@ -46,8 +46,7 @@ from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import sha256_file
 from aimass.model_artifact import EXPORT_FORMAT, load_model
-from aimass.registry import (ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at,
-                             registered_model_name)
+from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 
 log = logging.getLogger("aimass.serving")
@@ -567,10 +566,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_forever(config: AimassConfig, source: ModelSource, on_listening: Callable[[str], None] = print) -> None:
-    """Run the server until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
+def serve_forever(config: AimassConfig, model_name: str, source: ModelSource,
+                  on_listening: Callable[[str], None] = print) -> None:
+    """Run the server for `model_name` until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
     settings = config.serving
-    app = create_app(registered_model_name(config), source, settings, read_token(settings))
+    app = create_app(model_name, source, settings, read_token(settings))
     sock = _bind(settings.host, settings.port)
     sock.listen(2048)  # connections made before the first model is loaded wait instead of being refused
     torch.set_num_threads(1)  # batch-1 forward passes gain nothing from intra-op threads; see PERFORMANCE.md

@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = [f"data.repo_dir={REPO_ROOT}", f"split.train_limit={args.images}", f"train.batch_size={args.batch_size}",
-            f"train.epochs={args.epochs}", f"train.device={args.device}", "augment.on_the_fly=false"]
+            "train.steps=null", f"train.epochs={args.epochs}", f"train.device={args.device}", "augment.on_the_fly=false"]
     with tempfile.TemporaryDirectory() as work:
         splits = Path(work) / "splits"
         ingest(load_config("quick", base), splits)

@@ -20,7 +20,7 @@ from aimass.serving import ServedModel, load_served_model
 MODEL_NAME = "fashion-mnist-classifier"
 
 
-class FashionMnistModel(kserve.Model):
+class ImageClassifier(kserve.Model):
     def __init__(self, name: str, model_dir: Path):
         super().__init__(name)
         self.model_dir = model_dir
@@ -33,13 +33,17 @@ class FashionMnistModel(kserve.Model):
         return self.ready
 
     def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
-        images = payload.inputs[0].as_numpy().astype(np.uint8).reshape(-1, 28, 28)
+        images = payload.inputs[0].as_numpy().astype(np.uint8).reshape(-1, *self.served.input_spec.shape)
         probabilities = self.served.predict(images)
-        label = InferOutput("label", [len(images)], "INT64")
-        label.set_data_from_numpy(probabilities.argmax(axis=1).astype(np.int64), binary_data=False)
+        indices = probabilities.argmax(axis=1)
+        label = InferOutput("label", [len(images)], "BYTES")
+        label.set_data_from_numpy(np.array([self.served.class_names[k] for k in indices], dtype=object),
+                                  binary_data=False)
+        label_index = InferOutput("label_index", [len(images)], "INT64")
+        label_index.set_data_from_numpy(indices.astype(np.int64), binary_data=False)
         scores = InferOutput("probabilities", list(probabilities.shape), "FP32")
         scores.set_data_from_numpy(probabilities, binary_data=False)
-        return InferResponse(model_name=self.name, infer_outputs=[label, scores],
+        return InferResponse(model_name=self.name, infer_outputs=[label, label_index, scores],
                              response_id=payload.id or str(uuid.uuid4()))
 
 
@@ -49,4 +53,4 @@ if __name__ == "__main__":
     args, _ = parser.parse_known_args()
     torch.set_num_threads(1)  # as `aimass serve` does: the comparison is of the serving stacks, not of torch
     ModelServer(http_port=args.http_port, grpc_port=args.grpc_port).start(
-        [FashionMnistModel(MODEL_NAME, args.model_dir)])
+        [ImageClassifier(MODEL_NAME, args.model_dir)])

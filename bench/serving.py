@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fashion-mnist-classifier"
 CONCURRENCY = (1, 16, 64)
-PROBE = {"inputs": [{"name": "images", "shape": [1, 28, 28], "datatype": "UINT8",
+PROBE = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",
                      "data": [(7 * i) % 256 for i in range(784)]}]}
 
 
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 def server_commands(model: Path, port: int, state_dir: Path) -> dict[str, list[str]]:
     aimass = [sys.executable, "-m", "aimass.cli", "serve", "--model-dir", str(model), "--port", str(port),
-              "--repo", str(state_dir)]
+              "--repo", str(state_dir), "--set", f"registry.model_name={MODEL}"]
     kserve = [sys.executable, str(REPO_ROOT / "bench" / "kserve_baseline.py"), "--model_dir", str(model),
               "--http_port", str(port), "--grpc_port", str(free_port())]
     return {

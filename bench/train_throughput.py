@@ -19,20 +19,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aimass.architecture import build_classifier, images_to_tensor
+from bench_data import ingested_splits
+
+from aimass.architecture import Signature, build_classifier
 from aimass.components.train import configure_cpu_threads, train_classifier
 from aimass.config import load_config
 from aimass.data.arrays import ImageSet, load_image_sets
+from aimass.data.card import SplitsCard
+from aimass.data.preprocess import to_model_input
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, device: torch.device) -> float:
+def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, signature: Signature,
+                                device: torch.device) -> float:
     """One epoch of the plainest loop that trains the same model the same way."""
     settings = config.train
     torch.manual_seed(settings.seed)
-    x, y = images_to_tensor(images, device), torch.from_numpy(labels).long().to(device)
-    model = build_classifier(config.model).to(device)
+    x, y = to_model_input(images, signature.input_spec, device), torch.from_numpy(labels).long().to(device)
+    model = build_classifier(config.model, signature).to(device)
     on_cuda = device.type == "cuda"
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -56,8 +59,8 @@ def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, 
     return steps * settings.batch_size / (time.perf_counter() - started)
 
 
-def component_images_per_second(config, train_set: ImageSet, validation_set: ImageSet) -> float:
-    _, result = train_classifier(config, train_set, validation_set)
+def component_images_per_second(config, train_set: ImageSet, validation_set: ImageSet, signature: Signature) -> float:
+    _, result = train_classifier(config, train_set, validation_set, signature)
     return result.images_per_second  # optimisation steps only, like the bare loop
 
 
@@ -67,25 +70,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "fashion-mnist",
-                        help="imported data set (run `aimass data import` first)")
+    parser.add_argument("--splits", type=Path, default=None,
+                        help="ingested splits (default: the pinned data version, ingested into build/)")
     args = parser.parse_args()
 
-    config = load_config("quick", [f"train.batch_size={args.batch_size}", "train.epochs=1", "augment.on_the_fly=false",
-                                   f"train.device={args.device}"])
+    config = load_config("quick", [f"train.batch_size={args.batch_size}", "train.steps=null", "train.epochs=1",
+                                   "augment.on_the_fly=false", f"train.device={args.device}"])
     threads = configure_cpu_threads(config.train.cpu_threads)
-    splits, _ = load_image_sets(args.data)
+    splits_dir = args.splits or ingested_splits()
+    signature = Signature.of_splits(SplitsCard.read(splits_dir))
+    splits, _ = load_image_sets(splits_dir)
     train_set = splits["train"].take(np.arange(args.images))
     validation_set = splits["test"].take(np.arange(1024))
     device = torch.device(args.device)
 
-    bare_loop_images_per_second(config, train_set.images[:1024], train_set.labels[:1024], device)  # warm-up
+    bare_loop_images_per_second(config, train_set.images[:1024], train_set.labels[:1024], signature, device)  # warm-up
     bare, component = [], []
     for round_index in range(args.rounds):
         # Alternate which goes first (ABBA) so a warming or throttling machine favours neither.
         measurements = [
-            lambda: bare.append(bare_loop_images_per_second(config, train_set.images, train_set.labels, device)),
-            lambda: component.append(component_images_per_second(config, train_set, validation_set)),
+            lambda: bare.append(bare_loop_images_per_second(config, train_set.images, train_set.labels, signature,
+                                                            device)),
+            lambda: component.append(component_images_per_second(config, train_set, validation_set, signature)),
         ]
         for measure in measurements if round_index % 2 == 0 else reversed(measurements):
             measure()

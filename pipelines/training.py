@@ -89,8 +89,8 @@ def build_training_pipeline(default_config: AimassConfig):
     """The pipeline with `default_config` as its default parameters and its Kubernetes settings compiled in."""
     cluster = default_config.kubernetes
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned Fashion-MNIST version, train and compress "
-                                                  "a CNN, gate it, deploy it behind the model server.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned image data set version, train and compress "
+                                                  "a classifier, gate it, deploy it behind the model server.")
     def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown",
                           data_version: str = ""):
         # ---- Data stage ----
@@ -154,7 +154,9 @@ def build_training_pipeline(default_config: AimassConfig):
         if default_config.data.remote_url:
             _read_store_credentials(ingest, cluster)
         if default_config.registry.backend == "s3":
-            _read_store_credentials(deploy, cluster)
+            # validate reads the production model's data profile (drift), evaluate scores the production model
+            for task in (validate, evaluate, deploy):
+                _read_store_credentials(task, cluster)
         _read_serving_token(deploy, cluster)
         for task in (ingest, validate, augment, train, compress, evaluate, bless, deploy, reject):
             _run_unprivileged(task, cluster)

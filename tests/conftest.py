@@ -129,7 +129,7 @@ def write_digits_folder(root: Path, count: int = 400, split_folders: bool = Fals
 
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory) -> Path:
-    return write_digits_folder(tmp_path_factory.mktemp("digits"))
+    return write_digits_folder(tmp_path_factory.mktemp("digits-source") / "digits")
 
 
 def copy_tree(source: Path, target: Path) -> Path:

@@ -122,7 +122,7 @@ def unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch
     """uint8 images (N, C, H, W) -> float32 tensor (N, C, H, W) on the 0..1 scale, on `device`."""
     import torch
 
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    pixels = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)  # read-only maps: a copy
     return pixels.float().div_(255.0)
 
 

@@ -144,7 +144,12 @@ def test_every_step_runs_as_the_images_unprivileged_user(compiled):
         assert executor["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, name
 
 
-@pytest.mark.parametrize("step", ["ingest", "deploy"])
+# ingest pulls the data version; validate_data reads the production model's data profile, evaluate scores the
+# production model, deploy publishes: all reach MinIO.
+STORE_READERS = ("ingest", "validate-data", "evaluate", "deploy")
+
+
+@pytest.mark.parametrize("step", STORE_READERS)
 def test_the_steps_that_reach_minio_read_its_credentials_from_the_secret_by_name(compiled, step):
     (secret,) = platform_executors(compiled)[f"exec-{step}-component"]["secretAsEnv"]
     assert secret["secretName"] == "aimass-minio-credentials"
@@ -153,7 +158,7 @@ def test_the_steps_that_reach_minio_read_its_credentials_from_the_secret_by_name
 
 def test_no_other_step_sees_a_secret(compiled):
     readers = {name for name, executor in platform_executors(compiled).items() if "secretAsEnv" in executor}
-    assert readers == {"exec-ingest-component", "exec-deploy-component"}
+    assert readers == {f"exec-{step}-component" for step in STORE_READERS}
 
 
 def test_the_compiled_default_configuration_uses_minio_and_helm(compiled):

@@ -63,7 +63,8 @@ def settings(tmp_path, s3_server, helm, monkeypatch):
     monkeypatch.setenv("AIMASS_S3_SECRET_KEY", "test-secret")
     return [f"data.repo_dir={tmp_path}", "registry.backend=s3", f"registry.s3_endpoint={s3_server}",
             "registry.s3_secure=false", f"registry.s3_bucket=models-{uuid.uuid4().hex[:8]}",
-            "release.backend=helm", f"release.helm_binary={helm.executable}", "release.namespace=ml-serving"]
+            "release.backend=helm", f"release.helm_binary={helm.executable}", "release.namespace=ml-serving",
+            "registry.model_name=fashion-mnist-classifier"]
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_uninstall_keeps_the_history(config, registry, helm):
 
 
 def test_a_local_registry_cannot_back_a_cluster_release(tmp_path, tiny_teacher, helm):
-    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "release.backend=helm",
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "release.backend=helm", "registry.model_name=m",
                                   f"release.helm_binary={helm.executable}"])
     registry = open_registry(config)
     registry.push(tiny_teacher[0])
@@ -284,9 +285,12 @@ def test_a_deploy_step_whose_model_fails_the_smoke_test_runs_helm_rollback(serve
                                                                            tiny_splits_dir):
     from aimass.components.deploy import DeployError, deploy
 
+    from conftest import free_port
+
     deploy(served_release, tiny_teacher[0], tiny_splits_dir, {}, "run 1")
-    strict = served_release.model_copy(update={"gate": served_release.gate.model_copy(update={"min_accuracy": 0.999})})
+    nothing_answers = served_release.model_copy(update={"serving": served_release.serving.model_copy(update={
+        "url": f"http://127.0.0.1:{free_port()}", "ready_timeout_seconds": 1})})
     with pytest.raises(DeployError, match="Rolled back to revision 1"):
-        deploy(strict, tiny_teacher[0], tiny_splits_dir, {}, "run 2")
+        deploy(nothing_answers, tiny_teacher[0], tiny_splits_dir, {}, "run 2")
     assert helm.calls("rollback")[0][:3] == ["rollback", "aimass-serving", "1"]
     assert open_release_backend(served_release, open_registry(served_release)).status().model_version == "v1"

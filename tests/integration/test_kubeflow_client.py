@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import REPO_ROOT, free_port
 
 from aimass.cli import main
@@ -50,8 +51,8 @@ def test_submit_starts_a_run_pinned_to_the_commit_and_the_data_dvc_version(kfp_a
     assert cli(kfp_api, checkout, "submit", "--pipeline", str(COMPILED), "--run-name", "r-1") == 0
     (run,) = posted(kfp_api, "/runs")
     assert run["display_name"] == "r-1" and run["service_account"] == "aimass-pipeline"
-    assert run["runtime_config"]["parameters"] == {"git_commit": checkout[1],
-                                                   "data_version": "2cd2cf2f9ea05bcb3fa6301f362abd11.dir"}
+    pinned = yaml.safe_load((checkout[0] / "data.dvc").read_text())["outs"][0]["md5"]
+    assert run["runtime_config"]["parameters"] == {"git_commit": checkout[1], "data_version": pinned}
     # kfp sends the pipeline and its Kubernetes platform spec together (secrets by name, security context, GPUs)
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "aimass-training"
     assert "exec-deploy-component" in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"][

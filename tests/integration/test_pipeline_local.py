@@ -1,13 +1,20 @@
 """The whole DAG through kfp.local (SubprocessRunner, this environment) on the tiny profile."""
+import gzip
 import json
+import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aimass.config import load_config
-from aimass.data.versions import pinned_data_md5
+from aimass.data.fashion_mnist import CLASS_NAMES as FASHION_CLASSES
+from aimass.data.importing import import_dataset
+from aimass.data.versions import pinned_data_md5, track_data
 from aimass.model_artifact import load_model
 from aimass.pipelines.local_run import run_pipeline_locally
+from conftest import init_dvc_repo
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +65,8 @@ def test_ui_artifacts_are_written(successful_run):
     curves = Path(successful_run.artifact("train", "curves")["uri"]).read_text()
     report = Path(successful_run.artifact("evaluate", "report")["uri"]).read_text()
     preview = Path(successful_run.artifact("augment", "preview")["uri"]).read_text()
-    assert "fashion_mnist_images" in docs and "data:image/png;base64" in curves
+    assert "aimass_data_set" in docs and "Skew and drift: histograms side by side" in docs
+    assert "data:image/png;base64" in curves
     assert "Augmentation preview" in preview and "data:image/png;base64" in preview
     assert report.startswith("# Evaluation gate PASSED")
     assert "## Compression choice" in report
@@ -71,29 +79,98 @@ def test_the_run_ends_with_a_deployed_answering_model(successful_run, tiny_confi
     from aimass.releases import open_release_backend
     from aimass.serving import ReleaseSource, running_server
 
-    revision = open_release_backend(tiny_config, open_registry(tiny_config)).status()
+    registry = open_registry(tiny_config, "fashion-mnist")
+    revision = open_release_backend(tiny_config, registry).status()
     smoke = successful_run.artifact("deploy", "smoke_metrics")["metadata"]
     assert smoke["model_version"] == revision.model_version and smoke["smoke_test_accuracy"] >= 0.5
     assert revision.lineage["git_commit"] == "abc123"
     assert revision.triggered_by.startswith("pipeline run aimass-training-")
-    with running_server(tiny_config.registry.model_name, ReleaseSource(tiny_config), tiny_config.serving) as server:
-        image = {"name": "images", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
-        answer = httpx.post(f"{server.url}/v2/models/{tiny_config.registry.model_name}/infer",
-                            json={"inputs": [image]}).json()
-    assert answer["model_version"] == revision.model_version and len(answer["outputs"][0]["data"]) == 1
+    source = ReleaseSource(tiny_config, "fashion-mnist")
+    with running_server(registry.model_name, source, tiny_config.serving) as server:
+        image = {"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
+        answer = httpx.post(f"{server.url}/v2/models/{registry.model_name}/infer", json={"inputs": [image]}).json()
+    assert answer["model_version"] == revision.model_version
+    assert answer["outputs"][0]["name"] == "label" and answer["outputs"][0]["data"][0] in FASHION_CLASSES
 
 
-def test_bad_data_stops_the_dag_before_training(make_data_repo, tmp_path):
-    def shift_labels(image_sets):
-        labels = image_sets["train"].labels
-        labels[labels == 3] = 4
+def darkened_fashion_mnist(source, target, splits=("test",)):
+    """A copy of the Fashion-MNIST IDX files whose `splits` have every pixel at half its brightness."""
+    target.mkdir(parents=True)
+    for name in os.listdir(source):
+        shutil.copyfile(source / name, target / name)
+    for split in splits:
+        path = target / f"{'t10k' if split == 'test' else 'train'}-images-idx3-ubyte.gz"
+        raw = gzip.open(path).read()
+        pixels = np.frombuffer(raw[16:], dtype=np.uint8) // 2
+        with gzip.open(path, "wb") as stream:
+            stream.write(raw[:16] + pixels.tobytes())
+    return target
 
-    repo = make_data_repo(shift_labels)
-    config = load_config("tiny", [f"data.repo_dir={repo}"])
-    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+
+def repository_with(source, tmp_path):
+    repo = init_dvc_repo(tmp_path / "repo")
+    import_dataset(source, repo / "data")
+    track_data(repo)
+    return repo
+
+
+def validation_summary(result) -> str:
+    """The failed validate step's summary, as the step wrote it (kfp.local records no outputs of a failed step)."""
+    return (result.run_dir / "validate-data-component" / "summary").read_text()
+
+
+def data_stage_only(repo):
+    return load_config("tiny", [f"data.repo_dir={repo}", "hpo.enabled=false"])
+
+
+def test_a_test_split_at_half_brightness_stops_the_dag_before_training_naming_the_statistic(
+        fashion_mnist_source, tmp_path):
+    repo = repository_with(darkened_fashion_mnist(fashion_mnist_source, tmp_path / "dark"), tmp_path)
+    result = run_pipeline_locally(data_stage_only(repo), tmp_path / "runs", git_commit="abc123")
     assert statuses(result)["validate-data"] == "FAILURE"
     assert statuses(result)["train"] == "not run" and not result.succeeded
     assert result.failed_step == "validate-data"
+    assert "| **FAIL** | brightness: Jensen-Shannon distance, test vs train, at most" in validation_summary(result)
+
+
+def test_a_new_version_drifted_from_the_production_models_data_stops_the_dag(fashion_mnist_source, tiny_teacher,
+                                                                              tmp_path):
+    from aimass.registry import open_registry
+
+    everything_darker = darkened_fashion_mnist(fashion_mnist_source, tmp_path / "dark", splits=("train", "test"))
+    repo = repository_with(everything_darker, tmp_path)
+    config = data_stage_only(repo)
+    registry = open_registry(config, "fashion-mnist")
+    registry.push(tiny_teacher[0])  # trained on the original data: its card holds that data's profile
+    registry.promote("v1", "production")
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert result.failed_step == "validate-data"
+    summary = validation_summary(result)
+    assert "| **FAIL** | brightness: Jensen-Shannon distance, train of data " in summary
+    assert "vs the training data of production v1, at most" in summary
+    assert "| pass | brightness: Jensen-Shannon distance, test vs train" in summary  # the splits agree
+
+
+def test_a_folder_of_images_becomes_a_deployed_model_that_answers_with_its_class_names(digits_folder, tmp_path):
+    import httpx
+
+    from aimass.registry import open_registry
+    from aimass.serving import ReleaseSource, running_server
+
+    repo = repository_with(digits_folder, tmp_path)
+    config = load_config("tiny", [f"data.repo_dir={repo}", "hpo.enabled=false", "compress.methods=[quantize_int8]",
+                                  "gate.min_accuracy=null", "gate.min_macro_f1=null", "gate.max_latency_ratio=100"])
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert result.succeeded, result.failed_step
+    card = load_model(Path(result.artifact("bless-model", "blessed")["uri"])).card
+    assert card["class_names"] == [str(k) for k in range(10)] and card["dataset"]["name"] == "digits"
+    assert card["input"]["channels"] == 3 and card["input"]["height"] == 16
+    registry = open_registry(config, "digits")
+    with running_server("digits", ReleaseSource(config, "digits"), config.serving) as server:
+        image = {"name": "images", "shape": [1, 3, 16, 16], "datatype": "UINT8", "data": [0] * 768}
+        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
+    assert answer["model_version"] == registry.resolve("production")
+    assert answer["outputs"][0]["data"][0] in card["class_names"]
 
 
 def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_path):

@@ -28,7 +28,7 @@ TOKEN = "test-token-not-a-secret"
 
 @pytest.fixture
 def config(tmp_path):
-    return load_config("tiny", [f"data.repo_dir={tmp_path}", "serving.poll_seconds=0.05",
+    return load_config("tiny", [f"data.repo_dir={tmp_path}", f"registry.model_name={MODEL}", "serving.poll_seconds=0.05",
                                 "serving.max_body_bytes=200000"])
 
 
@@ -53,9 +53,9 @@ def server(config, releases):
 
 
 @pytest.fixture
-def test_images(tiny_config):
-    image_sets, _ = load_image_sets(Path(tiny_config.data.repo_dir) / "data" / "fashion-mnist")
-    return image_sets["test"].images[:8], image_sets["test"].labels[:8]
+def test_images(tiny_splits_dir):
+    image_sets, _ = load_image_sets(tiny_splits_dir)
+    return np.array(image_sets["test"].images[:8]), image_sets["test"].labels[:8]
 
 
 def infer_json(images: np.ndarray) -> dict:
@@ -93,7 +93,10 @@ def test_kserve_inference_rest_client_gets_the_models_predictions(server, test_i
     outputs = {output.name: output.as_numpy() for output in response.outputs}
     expected = load_served_model(MODEL, "v1", None, tiny_teacher[0]).predict(images)
     assert ready
-    assert outputs["label"].tolist() == expected.argmax(axis=1).tolist()
+    assert outputs["label_index"].tolist() == expected.argmax(axis=1).tolist()
+    class_names = load_served_model(MODEL, "v1", None, tiny_teacher[0]).class_names
+    assert [name.decode() if isinstance(name, bytes) else name for name in outputs["label"].tolist()] == \
+        [class_names[k] for k in expected.argmax(axis=1)]
     np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-5, atol=1e-6)
 
 
@@ -110,7 +113,8 @@ def test_every_accepted_image_encoding_gets_the_same_labels(server, test_images,
 def test_model_metadata_describes_inputs_outputs_classes_and_version(server):
     metadata = httpx.get(f"{server.url}/v2/models/{MODEL}").json()
     assert metadata["versions"] == ["v1"] and metadata["parameters"]["release_revision"] == 1
-    assert metadata["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 28, 28]}]
+    assert metadata["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}]
+    assert [output["name"] for output in metadata["outputs"]] == ["label", "label_index", "probabilities"]
     assert metadata["parameters"]["class_names"][0] == "T-shirt/top"
 
 
@@ -264,7 +268,7 @@ def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path,
     port = free_port()
     store_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     store_server.start()
-    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "serving.poll_seconds=0.05",
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", f"registry.model_name={MODEL}", "serving.poll_seconds=0.05",
                                   "registry.backend=s3", f"registry.s3_endpoint=127.0.0.1:{port}",
                                   "registry.s3_secure=false", f"registry.s3_bucket=models-{uuid.uuid4().hex[:12]}"])
     registry = open_registry(config)
@@ -334,7 +338,7 @@ def test_a_model_directory_can_be_served_as_is(tiny_teacher, config, test_images
 def s3_registry(s3_server, tiny_teacher, tmp_path, monkeypatch):
     monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
     monkeypatch.setenv("AIMASS_S3_SECRET_KEY", "test-secret")
-    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "registry.backend=s3",
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", f"registry.model_name={MODEL}", "registry.backend=s3",
                                   f"registry.s3_endpoint={s3_server}", "registry.s3_secure=false",
                                   f"registry.s3_bucket=models-{uuid.uuid4().hex[:12]}"])
     registry = open_registry(config)
@@ -391,7 +395,7 @@ def test_a_local_registry_version_has_a_file_uri_that_serves_it_too(config, regi
 def test_aimass_serve_answers_until_sigterm(config, releases, test_images):
     releases.deploy("v1", "test")
     command = [sys.executable, "-m", "aimass.cli", "serve", "--profile", "tiny", "--port", "0",
-               "--repo", config.data.repo_dir]
+               "--repo", config.data.repo_dir, "--set", f"registry.model_name={MODEL}"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
         try:
             url = re.search(r"at (http://\S+)/v2/models/", server.stdout.readline()).group(1)
@@ -410,5 +414,5 @@ def test_aimass_serve_on_a_busy_port_says_so(config, releases, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         assert main(["serve", "--profile", "tiny", "--port", str(busy.getsockname()[1]),
-                     "--repo", config.data.repo_dir]) == 1
+                     "--repo", config.data.repo_dir, "--set", f"registry.model_name={MODEL}"]) == 1
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err

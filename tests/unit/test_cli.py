@@ -6,6 +6,9 @@ import yaml
 from aimass.cli import main
 from conftest import init_dvc_repo
 
+# The model's name when no data set is imported in the repository (it defaults to the data set's name).
+NAMED = ["--set", "registry.model_name=fashion-mnist-classifier"]
+
 COMMANDS = [[], ["data"], ["data", "import"], ["run"], ["compile"], ["config"], ["config", "show"], ["models"],
             ["models", "list"], ["models", "show"], ["models", "promote"], ["release"], ["release", "deploy"],
             ["release", "rollback"], ["release", "history"], ["release", "status"], ["serve"]]
@@ -32,10 +35,10 @@ def test_data_import_pins_the_data_in_data_dvc(tmp_path, fashion_mnist_source, c
     assert f"data.dvc pins {md5}" in capsys.readouterr().out
 
 
-def test_data_import_from_a_missing_folder_names_the_file_and_writes_nothing(tmp_path, capsys):
+def test_data_import_from_a_missing_folder_names_it_and_writes_nothing(tmp_path, capsys):
     repo = init_dvc_repo(tmp_path / "repo")
     assert main(["data", "import", "--source", str(tmp_path / "nowhere"), "--repo", str(repo)]) == 1
-    assert "train-images-idx3-ubyte.gz: file not found" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
     assert not (repo / "data").exists() and not (repo / "data.dvc").exists()
 
 
@@ -54,7 +57,8 @@ def test_config_show_prints_the_resolved_profile(capsys):
 
 def test_compile_writes_the_pipeline_to_the_given_path(tmp_path, capsys):
     assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 0
-    assert yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    pipeline, *platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert pipeline["pipelineInfo"]["name"] == "aimass-training" and platform
 
 
 def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, capsys):
@@ -63,7 +67,7 @@ def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, 
 
     ModelRegistry(LocalStore(tmp_path / "model-registry"), "fashion-mnist-classifier").push(
         tiny_teacher[0], metrics={"accuracy": 0.7512})
-    repo = ["--repo", str(tmp_path)]
+    repo = ["--repo", str(tmp_path), *NAMED]
     assert main(["models", "promote", "v1", "--alias", "production", *repo]) == 0
     assert main(["models", "list", *repo]) == 0
     listing = capsys.readouterr().out
@@ -73,7 +77,7 @@ def test_models_commands_list_show_and_promote_versions(tmp_path, tiny_teacher, 
 
 
 def test_models_push_publishes_a_model_directory_and_show_prints_what_pins_it(tmp_path, tiny_teacher, capsys):
-    repo = ["--repo", str(tmp_path)]
+    repo = ["--repo", str(tmp_path), *NAMED]
     assert main(["models", "push", str(tiny_teacher[0]), *repo]) == 0
     assert "as fashion-mnist-classifier v1" in capsys.readouterr().out
     assert main(["models", "show", "v1", *repo]) == 0
@@ -83,7 +87,7 @@ def test_models_push_publishes_a_model_directory_and_show_prints_what_pins_it(tm
 
 
 def test_models_show_of_an_unknown_version_is_one_clear_line(tmp_path, capsys):
-    assert main(["models", "show", "v9", "--repo", str(tmp_path)]) == 1
+    assert main(["models", "show", "v9", "--repo", str(tmp_path), *NAMED]) == 1
     assert "has no version v9" in capsys.readouterr().err
 
 
@@ -94,7 +98,7 @@ def test_release_commands_deploy_roll_back_and_show_lineage(tmp_path, tiny_teach
     registry = ModelRegistry(LocalStore(tmp_path / "model-registry"), "fashion-mnist-classifier")
     registry.push(tiny_teacher[0])
     registry.push(tiny_teacher[0])
-    repo = ["--repo", str(tmp_path), "--triggered-by", "ci"]
+    repo = ["--repo", str(tmp_path), "--triggered-by", "ci", *NAMED]
     assert main(["release", "deploy", "v1", *repo]) == 0
     assert main(["release", "deploy", "v2", *repo]) == 0
     assert main(["release", "rollback", *repo]) == 0
@@ -105,3 +109,20 @@ def test_release_commands_deploy_roll_back_and_show_lineage(tmp_path, tiny_teach
     assert "data_md5 " + "d" * 32 + ".dir" in status
     assert main(["release", "history", *repo]) == 0
     assert "Rollback to 1" in capsys.readouterr().out
+
+
+def test_model_commands_take_the_imported_data_sets_name(data_repo, capsys):
+    assert main(["models", "list", "--repo", str(data_repo)]) == 0
+    assert "fashion-mnist in " in capsys.readouterr().out
+
+
+def test_model_commands_without_a_data_set_or_a_name_say_how_to_get_one(tmp_path, capsys):
+    assert main(["models", "list", "--repo", str(tmp_path)]) == 1
+    assert "no model name: import a data set (`aimass data import`)" in capsys.readouterr().err
+
+
+def test_run_without_an_imported_data_set_says_to_import_one_before_starting(tmp_path, capsys):
+    repo = init_dvc_repo(tmp_path / "repo")
+    assert main(["run", "--profile", "tiny", "--repo", str(repo)]) == 1
+    assert "run `aimass data import` to create and pin the data set" in capsys.readouterr().err
+    assert not (repo / "runs").exists()

@@ -9,9 +9,9 @@ def test_every_profile_loads_and_names_itself(profile):
     assert load_config(profile).profile == profile
 
 
-def test_tiny_profile_limits_the_data_and_trains_one_epoch():
-    config = load_config("tiny")
-    assert config.split.train_limit <= 5_000 and config.train.epochs == 1
+def test_profiles_budget_training_in_steps_and_tiny_limits_the_data():
+    tiny, quick, full = (load_config(profile) for profile in ("tiny", "quick", "full"))
+    assert tiny.split.train_limit <= 5_000 and tiny.train.steps < quick.train.steps < full.train.steps
 
 
 def test_override_values_are_parsed_to_the_field_type():

@@ -30,7 +30,7 @@ def repo(tmp_path, tiny_teacher):
     second = model_from_run(tiny_teacher[0], tmp_path / "m2", "run-two", "b" * 32 + ".dir", "2" * 40)
     registry.push(first, metrics={"accuracy": 0.81})
     registry.push(second, metrics={"accuracy": 0.83}, parent_version="v1")
-    return ["--repo", str(tmp_path)]
+    return ["--repo", str(tmp_path), "--set", "registry.model_name=fashion-mnist-classifier"]
 
 
 def test_lineage_of_a_version_names_its_data_code_run_parent_and_metrics(repo, capsys):
