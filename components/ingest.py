@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, SplitConfig
-from aimass.data.arrays import write_rows
+from aimass.data.arrays import distribute_rows, iter_row_chunks
 from aimass.data.card import SPLITS, DataCard, SplitsCard
 from aimass.data.decoding import decode_data_version, decoded_input_spec
 from aimass.data.profile import image_statistics, profile_split
@@ -105,8 +105,11 @@ def _write_splits(config: AimassConfig, repo_dir: Path, data_md5: str, output_di
     source_labels = {split: np.load(decoded / f"{split}-labels.npy") for split in card.splits}
     plan = plan_splits(source_labels, config.split)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for source in sorted({source for source, _ in plan.rows.values()}):
+        distribute_rows(decoded / f"{source}-images.npy", {output_dir / f"{split}-images.npy": rows
+                                                           for split, (origin, rows) in plan.rows.items()
+                                                           if origin == source})
     for split, (source, rows) in plan.rows.items():
-        write_rows(output_dir / f"{split}-images.npy", np.load(decoded / f"{source}-images.npy", mmap_mode="r"), rows)
         np.save(output_dir / f"{split}-labels.npy", source_labels[source][rows])
         np.save(output_dir / f"{split}-sources.npy", np.load(decoded / f"{source}-sources.npy")[rows])
     counts = {split: len(rows) for split, (_, rows) in plan.rows.items()}
@@ -124,8 +127,8 @@ def describe_splits(splits_dir: Path, class_names: tuple[str, ...]) -> None:
     train's deciles) of the arrays in `splits_dir`, for validation and for the model card's drift baseline."""
     profiles: dict[str, dict] = {}
     for split in SPLITS:
-        images = np.load(splits_dir / f"{split}-images.npy", mmap_mode="r")
-        statistics = image_statistics(images, np.load(splits_dir / f"{split}-sources.npy"))
+        statistics = image_statistics(iter_row_chunks(splits_dir / f"{split}-images.npy"),
+                                      np.load(splits_dir / f"{split}-sources.npy"))
         np.savez(splits_dir / f"{split}-statistics.npz", **statistics)
         profiles[split] = profile_split(statistics, np.load(splits_dir / f"{split}-labels.npy"), class_names,
                                         reference=profiles.get("train"))

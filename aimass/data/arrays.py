@@ -7,7 +7,7 @@ never execute code, and it loads memory-mapped, so a stage reads the rows it tou
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,61 @@ class ImageSet:
     def take(self, indices: np.ndarray) -> ImageSet:
         """The rows at `indices`, read into memory (for samples; `write_rows` copies large selections)."""
         return ImageSet(np.asarray(self.images[np.sort(indices)]), self.labels[np.sort(indices)])
+
+
+class RowWriter:
+    """Writes a .npy file of a known shape a chunk of rows at a time, with plain file writes: no memory map, so the
+    writer's resident memory is one chunk whatever the file's size (a written map would stay resident)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape, self.written = path, np.dtype(dtype), shape, 0
+        self.stream = open(path, "wb")
+        np.lib.format.write_array_header_1_0(self.stream, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape})
+
+    def write(self, rows: np.ndarray) -> None:
+        self.stream.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self.written += len(rows)
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stream.close()
+        if exc_info[0] is None and self.written != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.written} rows written, {self.shape[0]} declared")
+
+
+def iter_row_chunks(path: Path, chunk_rows: int = COPY_CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """The rows of a .npy file, a chunk at a time, read with plain file reads (nothing stays mapped)."""
+    header = np.load(path, mmap_mode="r")
+    shape, dtype, offset = header.shape, header.dtype, header.offset
+    del header
+    row_values = int(np.prod(shape[1:], dtype=np.int64))
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        for start in range(0, shape[0], chunk_rows):
+            count = min(chunk_rows, shape[0] - start)
+            yield np.fromfile(stream, dtype=dtype, count=count * row_values).reshape(count, *shape[1:])
+
+
+def distribute_rows(source: Path, targets: Mapping[Path, np.ndarray]) -> None:
+    """Write each target .npy file with the rows of `source` at its (sorted) indices, in one pass over `source`."""
+    header = np.load(source, mmap_mode="r")
+    dtype, row_shape = header.dtype, header.shape[1:]
+    del header
+    writers = {path: RowWriter(path, dtype, (len(rows), *row_shape)) for path, rows in targets.items()}
+    try:
+        start = 0
+        for chunk in iter_row_chunks(source):
+            stop = start + len(chunk)
+            for path, rows in targets.items():
+                inside = rows[np.searchsorted(rows, start):np.searchsorted(rows, stop)]
+                writers[path].write(chunk[inside - start])
+            start = stop
+    finally:
+        for writer in writers.values():
+            writer.__exit__(None, None, None)
 
 
 def write_rows(path: Path, source: np.ndarray, indices: np.ndarray | None = None) -> None:

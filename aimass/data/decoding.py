@@ -22,12 +22,14 @@ from aimass.atomic import atomic_directory
 from aimass.config import DataConfig
 from aimass.data.card import DataCard, read_index
 from aimass.data.idx import read_idx_split
-from aimass.data.preprocess import InputSpec, decode_file, imap_in_processes, preprocess_array
+from aimass.data.arrays import RowWriter, iter_row_chunks
+from aimass.data.preprocess import InputSpec, decode_files, imap_in_processes, preprocess_array
 from aimass.errors import ArtifactIntegrityError, DataVersionError
 from aimass.integrity import read_verified_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 DECODED_FORMAT = 1
+FILES_PER_TASK = 256  # files one decoding task handles
 
 
 def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig) -> InputSpec:
@@ -89,17 +91,15 @@ def _decode_files(data_dir: Path, spec: InputSpec, target: Path) -> dict[str, in
     counts = {}
     for split in sorted({row["split"] for row in rows}):
         split_rows = [row for row in rows if row["split"] == split]
-        images = np.lib.format.open_memmap(target / f"{split}-images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(split_rows), *spec.shape))
-        decode = functools.partial(decode_file, spec=spec)
-        try:
-            for position, pixels in enumerate(imap_in_processes(decode, [data_dir / row["file"] for row in split_rows])):
-                images[position] = pixels
-        except ValueError as error:  # the import checked every file: the workspace was changed since
-            raise DataVersionError(f"an image of {data_dir} no longer decodes ({error}); run `aimass data pull` "
-                                   "or import the data set again") from error
-        images.flush()
-        del images
+        paths = [data_dir / row["file"] for row in split_rows]
+        tasks = [paths[start:start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
+        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(paths), *spec.shape)) as images:
+            try:
+                for pixels in imap_in_processes(functools.partial(decode_files, spec=spec), tasks, chunksize=1):
+                    images.write(pixels)
+            except ValueError as error:  # the import checked every file: the workspace was changed since
+                raise DataVersionError(f"an image of {data_dir} no longer decodes ({error}); run `aimass data pull` "
+                                       "or import the data set again") from error
         np.save(target / f"{split}-labels.npy", np.array([row["label"] for row in split_rows], dtype=np.int64))
         np.save(target / f"{split}-sources.npy",
                 np.array([(row["width"], row["height"], row["channels"]) for row in split_rows], dtype=np.int32))
@@ -111,15 +111,12 @@ def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -
     counts = {}
     for split, names in card.idx_files.items():
         pixels, labels = read_idx_split(*(data_dir / name for name in names))
-        images = np.lib.format.open_memmap(target / f"{split}-images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(pixels), *spec.shape))
-        if spec.shape == (1, *pixels.shape[1:]):
-            images[:, 0] = pixels  # already at the model's input: nothing to resample
-        else:
-            for position, image in enumerate(pixels):
-                images[position] = preprocess_array(image, spec)
-        images.flush()
-        del images
+        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(pixels), *spec.shape)) as images:
+            if spec.shape == (1, *pixels.shape[1:]):
+                images.write(pixels[:, np.newaxis])  # already at the model's input: nothing to resample
+            else:
+                for image in pixels:
+                    images.write(preprocess_array(image, spec)[np.newaxis])
         np.save(target / f"{split}-labels.npy", labels.astype(np.int64))
         np.save(target / f"{split}-sources.npy",
                 np.tile(np.array([pixels.shape[2], pixels.shape[1], 1], dtype=np.int32), (len(pixels), 1)))
@@ -129,14 +126,13 @@ def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -
 
 def _with_training_statistics(spec: InputSpec, decoded_dir: Path) -> InputSpec:
     """The spec with the per-channel mean and std of the training images (0..1 scale), accumulated in chunks."""
-    images = np.load(decoded_dir / "train-images.npy", mmap_mode="r")
-    total = np.zeros(spec.channels)
-    squares = np.zeros(spec.channels)
-    for start in range(0, len(images), 4096):
-        chunk = np.asarray(images[start:start + 4096], dtype=np.float64) / 255.0
-        total += chunk.sum(axis=(0, 2, 3))
-        squares += np.square(chunk).sum(axis=(0, 2, 3))
-    pixels = max(len(images) * spec.height * spec.width, 1)
+    total, squares, count = np.zeros(spec.channels), np.zeros(spec.channels), 0
+    for chunk in iter_row_chunks(decoded_dir / "train-images.npy"):
+        unit = chunk.astype(np.float64) / 255.0
+        total += unit.sum(axis=(0, 2, 3))
+        squares += np.square(unit).sum(axis=(0, 2, 3))
+        count += len(chunk)
+    pixels = max(count * spec.height * spec.width, 1)
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 0.0))
     return InputSpec(spec.channels, spec.height, spec.width, spec.resize,

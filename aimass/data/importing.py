@@ -205,7 +205,7 @@ def _refuse_escape(root: Path, path: Path, where: str) -> None:
 # ---- checking and writing image files ----
 
 def inspect_image(path: Path) -> tuple[int, int, int] | str:
-    """(width, height, channels) of a file that decodes whole, else why it does not (runs in worker processes)."""
+    """(width, height, channels) of a file that decodes whole, else why it does not."""
     try:
         image = open_image(path)
     except ImageDecodeError as error:
@@ -213,9 +213,20 @@ def inspect_image(path: Path) -> tuple[int, int, int] | str:
     return image.width, image.height, image_channels(image)
 
 
+def inspect_images(paths: list[Path]) -> list[tuple[int, int, int] | str]:
+    """`inspect_image` of each file: a worker process's task (many files, so small images are not outweighed by
+    the cost of sending tasks between processes)."""
+    return [inspect_image(path) for path in paths]
+
+
+def _inspect_all(paths: list[Path], per_task: int = 256) -> list[tuple[int, int, int] | str]:
+    tasks = [paths[start:start + per_task] for start in range(0, len(paths), per_task)]
+    return [outcome for outcomes in imap_in_processes(inspect_images, tasks, chunksize=1) for outcome in outcomes]
+
+
 def _import_files(images: list[SourceImage], ignored: int, data_dir: Path, name: str, source_format: str,
                   settings: ImportSettings) -> DataCard:
-    inspected = list(imap_in_processes(inspect_image, [image.path for image in images]))
+    inspected = _inspect_all([image.path for image in images])
     bad = [(image, outcome) for image, outcome in zip(images, inspected) if isinstance(outcome, str)]
     if bad and not settings.skip_bad_images:
         raise DataImportError(f"{len(bad)} files are not readable images: "

@@ -140,8 +140,8 @@ def to_model_input(images: np.ndarray, spec: InputSpec, device: torch.device | s
     return normalize(unit_tensor(images, device), spec)
 
 
-# Below this many items a process pool costs more to start than it saves.
-_SERIAL_BELOW = 256
+# Below this many tasks a process pool costs more to start than it saves.
+_SERIAL_BELOW = 2
 
 
 def imap_in_processes(function, items: list, chunksize: int = 64):
@@ -163,5 +163,11 @@ def imap_in_processes(function, items: list, chunksize: int = 64):
 
 
 def decode_file(path: Path, spec: InputSpec) -> np.ndarray:
-    """An image file -> uint8 (C, H, W) under `spec` (a worker function of ingest's decoding)."""
+    """An image file -> uint8 (C, H, W) under `spec`."""
     return preprocess_image(open_image(path), spec)
+
+
+def decode_files(paths: list[Path], spec: InputSpec) -> np.ndarray:
+    """Image files -> uint8 (N, C, H, W): ingest's worker task. One task decodes many files, so a small image's
+    decoding is not outweighed by the cost of sending it between processes."""
+    return np.stack([decode_file(path, spec) for path in paths]) if paths else np.zeros((0, *spec.shape), np.uint8)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,18 +28,16 @@ import numpy as np
 NUMERIC_STATISTICS = ("brightness", "contrast", "width", "height")
 CATEGORICAL_STATISTICS = ("class", "channels")
 _QUANTILES = np.linspace(0, 1, 11)[1:-1]  # deciles: 10 bins of equal mass in the reference split
-_CHUNK = 2048
 
 
-def image_statistics(images: np.ndarray, sources: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image statistics of uint8 images (N, C, H, W) whose originals had `sources` (N, 3: width, height,
-    channels), computed a chunk of rows at a time."""
+def image_statistics(chunks: Iterable[np.ndarray], sources: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image statistics of uint8 images (N, C, H, W), given a chunk of rows at a time, whose originals had
+    `sources` (N, 3: width, height, channels)."""
     import torch
     import torch.nn.functional as F
 
     brightness, contrast, exact, near = [], [], [], []
-    for start in range(0, len(images), _CHUNK):
-        chunk = np.array(images[start:start + _CHUNK])  # a writable copy of the rows
+    for chunk in chunks:
         flat = chunk.reshape(len(chunk), -1).astype(np.float32) / 255.0
         brightness.append(flat.mean(axis=1))
         contrast.append(flat.std(axis=1))
