@@ -350,24 +350,32 @@ class Predictor:
         return await answer
 
     async def _merge_requests(self) -> None:
-        """Greedy batching: take every request that arrived while the previous forward pass ran (up to the batch
-        size), so a lone request never waits; `max_batch_delay_ms` > 0 additionally waits for company."""
+        """Greedy batching: take every request that arrived while the previous forward pass ran, as long as the
+        batch stays within `max_batch_size` images (a request that would overflow it opens the next batch; one
+        request larger than the limit goes alone), so a lone request never waits; `max_batch_delay_ms` > 0
+        additionally waits for company."""
         loop = asyncio.get_running_loop()
+        carried = None  # the request that did not fit into the previous batch
         while True:
-            pending = [await self._queue.get()]
+            pending = [carried or await self._queue.get()]
+            carried = None
             count = len(pending[0][0])
             deadline = loop.time() + self.max_delay
             while count < self.max_batch_size:
                 if not self._queue.empty():
-                    pending.append(self._queue.get_nowait())
+                    candidate = self._queue.get_nowait()
                 elif self.max_delay > 0 and loop.time() < deadline:
                     try:
-                        pending.append(await asyncio.wait_for(self._queue.get(), deadline - loop.time()))
+                        candidate = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
                     except TimeoutError:
                         break
                 else:
                     break
-                count += len(pending[-1][0])
+                if count + len(candidate[0]) > self.max_batch_size:
+                    carried = candidate
+                    break
+                pending.append(candidate)
+                count += len(candidate[0])
             served = self.holder.current
             self.metrics.batch_size.observe(count)
             try:
@@ -376,11 +384,12 @@ class Predictor:
             # Inputs were validated, so this is a bug: fail these requests, keep the batcher alive.
             except Exception as error:  # noqa: BLE001
                 for _, answer in pending:
-                    answer.set_exception(error)
+                    if not answer.done():  # a client that went away cancelled its future already
+                        answer.set_exception(error)
                 continue
             start = 0
             for images, answer in pending:
-                if not answer.cancelled():
+                if not answer.done():
                     answer.set_result((served, probabilities[start:start + len(images)]))
                 start += len(images)
 

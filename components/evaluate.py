@@ -21,7 +21,7 @@ from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown,
 from aimass.config import AimassConfig, GateConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
-from aimass.model_artifact import load_model
+from aimass.model_artifact import CARD_FORMAT_VERSION, load_model
 from aimass.reports import markdown_table
 
 
@@ -199,6 +199,9 @@ def _production_accuracy(config: AimassConfig, dataset_name: str, signature: Sig
     if found is None:
         return None, f"no production model of {registry.model_name} yet: nothing to compare with"
     record, card = found
+    if card.get("format_version") != CARD_FORMAT_VERSION:
+        return None, (f"production {record.version} was written by an earlier aimass (model card format "
+                      f"{card.get('format_version')}): not comparable, so it is not a baseline")
     theirs = Signature.of_model_card(card)
     if (theirs.class_names, theirs.input_spec.shape) != (signature.class_names, signature.input_spec.shape):
         return None, (f"production {record.version} answers other classes or takes other inputs: not comparable, "

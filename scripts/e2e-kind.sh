@@ -14,7 +14,7 @@ CLUSTER=${CLUSTER:-aimass-e2e}
 MINIO_IMAGE=${MINIO_IMAGE:-quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z}
 BIN=.venv/bin
 export PATH="$PWD/$BIN:$PATH"
-MODEL=fashion-mnist-classifier
+MODEL=fashion-mnist  # the demo data set's name, which the model is registered under
 IMAGE=$("$BIN/python" -c 'from aimass.config import PROJECT_IMAGE; print(PROJECT_IMAGE)')
 WORK=$(mktemp -d)
 FORWARDS=()
@@ -43,10 +43,11 @@ forward() {  # namespace service local_port remote_port
 
 # Which model version the endpoint answers with (an all-black image is enough to ask).
 served_version() {
-  "$BIN/python" - <<'PY'
+  MODEL=$MODEL "$BIN/python" - <<'PY'
+import os
 import httpx
-body = {"inputs": [{"name": "images", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
-print(httpx.post("http://127.0.0.1:18080/v2/models/fashion-mnist-classifier/infer", json=body, timeout=30)
+body = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+print(httpx.post(f"http://127.0.0.1:18080/v2/models/{os.environ['MODEL']}/infer", json=body, timeout=30)
       .json()["model_version"])
 PY
 }
