@@ -339,8 +339,11 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     token_file: str | None = Field(None, description="file holding the bearer token (e.g. a mounted Secret)")
-    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="larger request bodies get 413")
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="larger request bodies get 413")
     max_images_per_request: int = Field(1024, ge=1)
+    max_image_bytes: int = Field(8 * 2**20, ge=1024, description="a larger uploaded image file gets 413")
+    max_image_pixels: int = Field(40_000_000, ge=1024, description="an uploaded image of more pixels is refused "
+                                                                   "before it is decoded (decompression bombs)")
     dynamic_batching: bool = Field(True, description="merge concurrent requests into one forward pass")
     max_batch_size: int = Field(32, ge=1, description="images per merged forward pass")
     max_batch_delay_ms: float = Field(0.0, ge=0, description="how long a batch waits for more requests; 0 takes "

@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from aimass import oip
 from aimass.config import AimassConfig, ServingConfig
-from aimass.data.preprocess import InputSpec, to_model_input
+from aimass.data.preprocess import ImageDecodeError, InputSpec, decode_uploads, to_model_input
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import sha256_file
 from aimass.model_artifact import EXPORT_FORMAT, load_model
@@ -477,22 +477,42 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
             return refused
         return Response(b'{"name":"%s","ready":true}' % model_name.encode(), media_type=JSON)
 
-    async def infer(request: Request) -> Response:
+    limits = oip.RequestLimits(settings.max_images_per_request, settings.max_image_bytes)
+
+    async def answer(request: Request, route: str, parse, render) -> Response:
+        """Read, parse (`parse(body, model)`), decode uploaded images, predict, `render(served, parsed, probs)`;
+        every problem of the request becomes a 4xx that says what was wrong."""
         started = time.perf_counter()
-        if refused := check_model(request, "infer", started):
+        if refused := check_model(request, route, started):
             return refused
+        current = holder.current
         try:
-            body = await _read_limited(request, settings.max_body_bytes)
-            parsed = oip.parse_infer_request(body, request.headers.get(oip.BINARY_HEADER),
-                                             settings.max_images_per_request, holder.current.input_spec.shape)
+            parsed = parse(await _read_limited(request, settings.max_body_bytes), current)
+            images = parsed.images if parsed.images is not None else await asyncio.get_running_loop().run_in_executor(
+                None, decode_uploads, parsed.encoded, current.input_spec, settings.max_image_pixels)
         except _BodyTooLarge:
-            return respond("infer", 413, oip.error_body(
+            return respond(route, 413, oip.error_body(
                 f"the request body exceeds {settings.max_body_bytes} bytes; send fewer images per request"), started)
         except oip.InvalidRequest as error:
-            return respond("infer", 400, oip.error_body(str(error)), started)
-        served, probabilities = await predictor.predict(parsed.images)
-        return respond("infer", 200, oip.infer_response(model_name, served.version, parsed, probabilities,
-                                                        served.class_names), started)
+            return respond(route, error.status, oip.error_body(str(error)), started)
+        except ImageDecodeError as error:
+            return respond(route, 400, oip.error_body(str(error)), started)
+        served, probabilities = await predictor.predict(images)
+        return respond(route, 200, render(served, parsed, probabilities), started)
+
+    async def infer(request: Request) -> Response:
+        return await answer(
+            request, "infer",
+            lambda body, model: oip.parse_infer_request(body, request.headers.get(oip.BINARY_HEADER), limits,
+                                                        model.input_spec.shape, len(model.class_names)),
+            lambda served, parsed, probabilities: oip.infer_response(model_name, served.version, parsed,
+                                                                     probabilities, served.class_names))
+
+    async def predict_v1(request: Request) -> Response:
+        return await answer(
+            request, "predict_v1",
+            lambda body, model: oip.parse_v1_request(body, limits, len(model.class_names)),
+            lambda served, parsed, probabilities: oip.v1_response(probabilities, served.class_names, parsed.top_k))
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(prometheus_client.generate_latest(metrics.registry),
@@ -512,6 +532,7 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v1/models/{name}:predict", predict_v1, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
     ], lifespan=lifespan)
     app.state.holder = holder

@@ -118,6 +118,21 @@ def preprocess_array(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     return preprocess_image(Image.fromarray(pixels), spec)
 
 
+def decode_uploads(encoded: tuple[bytes, ...], spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Uploaded image files -> uint8 (N, C, H, W) under `spec`, as ingest decoded the training images.
+
+    Raises:
+        ImageDecodeError: naming the image (its position in the request) and why it cannot be decoded.
+    """
+    images = np.empty((len(encoded), *spec.shape), dtype=np.uint8)
+    for position, data in enumerate(encoded):
+        try:
+            images[position] = preprocess_image(open_image(data, max_pixels), spec)
+        except ImageDecodeError as error:
+            raise ImageDecodeError(f"image {position}: {error}") from None
+    return images
+
+
 def unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 images (N, C, H, W) -> float32 tensor (N, C, H, W) on the 0..1 scale, on `device`."""
     import torch
