@@ -615,6 +615,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
     if args.model_sha256 and not (args.model_version or args.model_uri):
         raise AimassError("--model-sha256 pins a registry version: give --model-version or --model-uri with it")
+    if args.model_version:
+        from aimass.registry import check_version_or_alias
+
+        check_version_or_alias(args.model_version)  # a server that can never become ready must not start
     from aimass.registry import registered_model_name
 
     source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256)

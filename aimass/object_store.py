@@ -151,8 +151,16 @@ class S3Store(ObjectStore):
     def ensure_bucket(self) -> None:
         if not self._call("check", self.bucket, lambda: self.client.bucket_exists(self.bucket)):
             self._call("create", self.bucket, lambda: self.client.make_bucket(self.bucket))
+        self._bucket_ready = True
+
+    def _before_writing(self) -> None:
+        """The bucket is made on the first write, not when the store is opened: reading commands (release status,
+        lineage) must work, and fail only where they read, while the store is down."""
+        if not getattr(self, "_bucket_ready", False):
+            self.ensure_bucket()
 
     def upload(self, key: str, source: Path) -> None:
+        self._before_writing()
         self._call("upload", key, lambda: self.client.fput_object(self.bucket, validate_key(key), str(source)))
 
     def download(self, key: str, target: Path) -> None:
@@ -172,6 +180,7 @@ class S3Store(ObjectStore):
     def write(self, key: str, data: bytes) -> None:
         import io
 
+        self._before_writing()
         self._call("write", key, lambda: self.client.put_object(
             self.bucket, validate_key(key), io.BytesIO(data), length=len(data)))
 
@@ -186,5 +195,10 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str) -> list[str]:
         validate_key(prefix.rstrip("/"))
-        return sorted(self._call("list", prefix, lambda: [
-            item.object_name for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]))
+        try:
+            return sorted(self._call("list", prefix, lambda: [
+                item.object_name for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]))
+        except ObjectStoreError as error:
+            if "NoSuchBucket" in str(error):
+                return []  # nothing was ever written: an empty store
+            raise

@@ -155,6 +155,18 @@ class ModelRegistry:
         return f"v{max(numbers, default=0) + 1}"
 
 
+def check_version_or_alias(text: str) -> str:
+    """`text` if it names a version (v<N>) or could name an alias.
+
+    Raises:
+        RegistryError: it is neither (a path, say), naming what is expected.
+    """
+    if not (_VERSION.match(text) or _ALIAS.match(text)):
+        raise RegistryError(f"{text!r} is neither a version (v1, v2, ...) nor an alias (lowercase letters, digits and "
+                            "'-', starting with a letter, e.g. production); `aimass models list` shows them")
+    return text
+
+
 def manifest_sha256(record: ModelVersion) -> str:
     """The sha256 of a version's manifest.json, which lists every other file's sha256: one digest pins the model."""
     return record.files[MANIFEST_NAME]
@@ -205,9 +217,7 @@ def open_registry(config: AimassConfig, dataset_name: str | None = None) -> Mode
     if settings.backend == "local":
         store: ObjectStore = LocalStore(Path(config.data.repo_dir) / settings.local_dir)
     else:
-        s3 = S3Store(settings.s3_endpoint, settings.s3_bucket, secure=settings.s3_secure)
-        s3.ensure_bucket()
-        store = s3
+        store = S3Store(settings.s3_endpoint, settings.s3_bucket, secure=settings.s3_secure)
     return ModelRegistry(store, registered_model_name(config, dataset_name))
 
 

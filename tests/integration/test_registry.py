@@ -132,3 +132,26 @@ def test_a_store_stopped_mid_session_fails_push_with_a_clear_error(tiny_teacher)
     server.stop()
     with pytest.raises(ObjectStoreError, match="is unreachable"):
         registry.push(tiny_teacher[0])
+
+
+def test_release_status_answers_from_the_local_history_while_the_store_is_down(tiny_teacher, tmp_path, monkeypatch,
+                                                                              capsys):
+    from moto.server import ThreadedMotoServer
+
+    from aimass.cli import main
+
+    monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
+    monkeypatch.setenv("AIMASS_S3_SECRET_KEY", "test-secret")
+    port = free_port()
+    store_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    store_server.start()
+    settings = ["--repo", str(tmp_path), "--set", "registry.backend=s3", "--set", f"registry.s3_endpoint=127.0.0.1:{port}",
+                "--set", "registry.s3_secure=false", "--set", f"registry.s3_bucket=models-{uuid.uuid4().hex[:12]}",
+                "--set", "registry.model_name=fashion-mnist"]
+    assert main(["models", "push", str(tiny_teacher[0]), *settings]) == 0
+    assert main(["release", "deploy", "v1", "--triggered-by", "ci", *settings]) == 0
+    store_server.stop()
+    capsys.readouterr()
+    assert main(["release", "status", *settings]) == 0
+    status = capsys.readouterr().out
+    assert status.startswith("revision 1: fashion-mnist v1 (deployed") and "data_md5 " in status

@@ -126,3 +126,8 @@ def test_run_without_an_imported_data_set_says_to_import_one_before_starting(tmp
     assert main(["run", "--profile", "tiny", "--repo", str(repo)]) == 1
     assert "run `aimass data import` to create and pin the data set" in capsys.readouterr().err
     assert not (repo / "runs").exists()
+
+
+def test_serve_with_a_malformed_model_version_exits_at_start(tmp_path, capsys):
+    assert main(["serve", "--model-version", "../../v1", "--repo", str(tmp_path), *NAMED]) == 1
+    assert "'../../v1' is neither a version (v1, v2, ...) nor an alias" in capsys.readouterr().err
