@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aimass import oip
+from aimass.model_page import model_page_html
 from aimass.config import AimassConfig, ServingConfig
 from aimass.data.preprocess import ImageDecodeError, InputSpec, decode_uploads, to_model_input
 from aimass.errors import AimassError, ArtifactIntegrityError
@@ -71,6 +72,7 @@ class ServedModel:
     class_names: list[str]
     input_spec: InputSpec
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    about: dict = dataclasses.field(default_factory=dict)  # from the model card: data set, lineage, training
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -107,7 +109,12 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     if compile_quantized and weights_format == EXPORT_FORMAT:
         module = torch.compile(module, dynamic=True)
     signature = loaded.signature
-    served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target)
+    card = loaded.card
+    about = {"dataset": card.get("dataset", {}).get("name"), "lineage": card.get("lineage", {}),
+             "validation_accuracy": card.get("training", card.get("teacher_training", {})).get("best_validation_accuracy"),
+             "compression": card.get("compression", {}).get("method")}
+    served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target,
+                         about)
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
     # or the first request of a new range stalls every request behind it for a recompilation (seconds).
     for batch in (1, 2, 16):
@@ -468,7 +475,8 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
             return refused
         served = holder.current
         body = oip.model_metadata(model_name, served.version, served.class_names, served.input_spec.shape)
-        body["parameters"].update({"release_revision": served.revision, "load_error": holder.last_error})
+        body["parameters"].update({"release_revision": served.revision, "load_error": holder.last_error,
+                                   "preprocessing": served.input_spec.to_dict(), **served.about})
         return JSONResponse(body)
 
     async def model_ready(request: Request) -> Response:
@@ -514,6 +522,10 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
             lambda body, model: oip.parse_v1_request(body, limits, len(model.class_names)),
             lambda served, parsed, probabilities: oip.v1_response(probabilities, served.class_names, parsed.top_k))
 
+    async def page(request: Request) -> Response:
+        # The page holds no model data: its script asks /v2/models/{name} (with the token, when one is set).
+        return Response(model_page_html(model_name), media_type="text/html; charset=utf-8")
+
     async def metrics_endpoint(request: Request) -> Response:
         return Response(prometheus_client.generate_latest(metrics.registry),
                         media_type=prometheus_client.CONTENT_TYPE_LATEST)
@@ -526,6 +538,7 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         predictor.close()
 
     app = Starlette(routes=[
+        Route("/", page),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),

@@ -37,19 +37,31 @@ def open_page(html_file: Path, settle_seconds: float = 0.5, timeout: float = 60)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as scratch:
         page = Path(scratch) / "page.html"  # artifacts have no extension; the browser must treat them as HTML
         shutil.copyfile(html_file, page)
-        browser = subprocess.Popen(
-            # No name resolves: whatever the page would fetch from elsewhere fails here, as in an offline cluster,
-            # and nothing leaves this machine.
-            [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-             f"--user-data-dir={scratch}/profile", "--no-first-run", "about:blank"],
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            port = _devtools_port(browser, timeout)
-            return _inspect(port, page.as_uri(), settle_seconds, timeout)
-        finally:
-            os.killpg(browser.pid, signal.SIGKILL)  # the browser and its helper processes
-            browser.wait()
+        return _in_browser(scratch, page.as_uri(), settle_seconds, timeout)
+
+
+def open_url(url: str, upload: Path | None = None, settle_seconds: float = 1.0, timeout: float = 60) -> PageReport:
+    """Load `url` (a page on 127.0.0.1), pick `upload` in its file input as a person would, and report what broke
+    and what the page shows then."""
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as scratch:
+        return _in_browser(scratch, url, settle_seconds, timeout, upload)
+
+
+def _in_browser(scratch: str, url: str, settle_seconds: float, timeout: float,
+                upload: Path | None = None) -> PageReport:
+    browser = subprocess.Popen(
+        # No name resolves: whatever the page would fetch from elsewhere fails here, as in an offline cluster,
+        # and nothing leaves this machine.
+        [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+         f"--user-data-dir={scratch}/profile", "--no-first-run", "about:blank"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = _devtools_port(browser, timeout)
+        return _inspect(port, url, settle_seconds, timeout, upload)
+    finally:
+        os.killpg(browser.pid, signal.SIGKILL)  # the browser and its helper processes
+        browser.wait()
 
 
 def _devtools_port(browser: subprocess.Popen, timeout: float) -> int:
@@ -63,7 +75,7 @@ def _devtools_port(browser: subprocess.Popen, timeout: float) -> int:
     raise RuntimeError("chromium did not start its DevTools endpoint")
 
 
-def _inspect(port: int, url: str, settle_seconds: float, timeout: float) -> PageReport:
+def _inspect(port: int, url: str, settle_seconds: float, timeout: float, upload: Path | None = None) -> PageReport:
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
     socket_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
     requests, failed, errors = {}, [], []
@@ -103,6 +115,11 @@ def _inspect(port: int, url: str, settle_seconds: float, timeout: float) -> Page
         if pump(timeout, "Page.loadEventFired") is None:
             raise RuntimeError(f"{url} did not finish loading within {timeout} s")
         pump(settle_seconds)
+        if upload is not None:
+            root = pump(timeout, send("DOM.getDocument"))["result"]["root"]["nodeId"]
+            node = pump(timeout, send("DOM.querySelector", nodeId=root, selector="input[type=file]"))["result"]
+            pump(timeout, send("DOM.setFileInputFiles", files=[str(upload)], nodeId=node["nodeId"]))
+            pump(settle_seconds)
         broken = pump(timeout, send("Runtime.evaluate", returnByValue=True, expression=(
             "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
             ".map(i => 'image ' + i.src.slice(0, 80))")))["result"]["result"]["value"]

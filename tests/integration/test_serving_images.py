@@ -177,3 +177,39 @@ def test_text_that_is_not_base64_is_refused_naming_the_image(server):
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not base64 !!"]}]}
     response = infer(server, body)
     assert response.status_code == 400 and "image 0 is not base64 text" in response.json()["error"]
+
+
+# ---- the page for people ----
+
+@pytest.fixture(scope="module")
+def browser():
+    from headless_chromium import chromium_path
+
+    if chromium_path() is None:
+        pytest.fail("chromium is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+
+
+def test_the_page_shows_the_models_card_and_classifies_a_picked_image(server, test_split, browser, tmp_path):
+    from headless_chromium import open_url
+
+    picture = tmp_path / "sneaker.png"
+    picture.write_bytes(encoded(test_split[0][0]))
+    expected = tensor_labels(server, test_split[0][:1])[0]
+    page = open_url(f"{server.url}/", upload=picture, settle_seconds=2.0)
+    assert page.problems == []
+    assert f"sneaker.png: {expected} ({MODEL} v1)" in page.text
+    assert "classes\t10: T-shirt/top, Trouser" in page.text and "data version" in page.text
+    assert "%" in page.text  # the top classes with their probabilities
+
+
+def test_the_page_asks_for_the_token_when_the_server_needs_one(tiny_teacher, tmp_path, browser):
+    from headless_chromium import open_url
+
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", f"registry.model_name={MODEL}"])
+    registry = open_registry(config)
+    registry.push(tiny_teacher[0])
+    open_release_backend(config, registry).deploy("v1", "test")
+    with running_server(MODEL, ReleaseSource(config), config.serving, token="page-test-token") as running:
+        page = open_url(f"{running.url}/")
+    assert "Enter the bearer token to see the model." in page.text and "This server needs a bearer token" in page.text
+    assert all("401" in problem for problem in page.problems), page.problems  # the card request, refused
