@@ -110,9 +110,11 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
         module = torch.compile(module, dynamic=True)
     signature = loaded.signature
     card = loaded.card
+    # A compressed model's card carries its teacher's training record, not a validation score of its own.
+    measured_on = "this model" if "training" in card else "its teacher"
     about = {"dataset": card.get("dataset", {}).get("name"), "lineage": card.get("lineage", {}),
              "validation_accuracy": card.get("training", card.get("teacher_training", {})).get("best_validation_accuracy"),
-             "compression": card.get("compression", {}).get("method")}
+             "validation_accuracy_of": measured_on, "compression": card.get("compression", {}).get("method")}
     served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target,
                          about)
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
