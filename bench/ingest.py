@@ -15,7 +15,6 @@ aimass's. A plain loop (open, convert, resize, one process) decodes the same fil
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

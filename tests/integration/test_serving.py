@@ -113,9 +113,10 @@ def test_every_accepted_image_encoding_gets_the_same_labels(server, test_images,
 def test_model_metadata_describes_inputs_outputs_classes_and_version(server):
     metadata = httpx.get(f"{server.url}/v2/models/{MODEL}").json()
     assert metadata["versions"] == ["v1"] and metadata["parameters"]["release_revision"] == 1
-    assert metadata["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}]
-    assert [output["name"] for output in metadata["outputs"]] == ["label", "label_index", "probabilities"]
     assert metadata["parameters"]["class_names"][0] == "T-shirt/top"
+    preprocessing = metadata["parameters"]["preprocessing"]
+    assert (preprocessing["channels"], preprocessing["height"], preprocessing["width"]) == (1, 28, 28)
+    assert metadata["parameters"]["dataset"] == "fashion-mnist"
 
 
 def test_health_endpoints_answer(server):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.architecture import build_classifier, predict_logits, predict_probabilities
+from aimass.architecture import build_classifier, predict_probabilities
 from aimass.components.compress import (
     DYNAMIC_INT8_BACKEND, _dynamic_int8, compress, distillation_loss, prunable_layers,
     prune_channels, prune_unstructured, quantize_int8, read_profiles)
