@@ -183,7 +183,8 @@ class TrainConfig(_Section):
     job_timeout_seconds: int = Field(24 * 3600, ge=60, description="how long the train step waits for a PyTorchJob")
 
 
-CompressionMethod = Literal["prune_unstructured", "prune_channels", "quantize_int8", "distill", "distill_int8"]
+CompressionMethod = Literal["prune_unstructured", "prune_channels", "quantize_int8", "quantize_dynamic_int8", "distill",
+                            "distill_int8"]
 
 
 class CompressConfig(_Section):

@@ -4,10 +4,13 @@ Candidates (choose with `compress.methods`):
     prune_unstructured  global magnitude pruning of conv/linear weights to a target sparsity, then fine-tuning
     prune_channels      structured pruning (torch-pruning) that removes channels and hidden units, then fine-tuning
     quantize_int8       the teacher in int8: static post-training quantization of conv and linear layers with
-                        torchao's PT2E flow (x86 inductor quantizer, calibrated on training images); dynamic int8
-                        of linear layers (torchao) as the fallback when the static flow fails
+                        torchao's PT2E flow (x86 inductor quantizer, calibrated on training images)
+    quantize_dynamic_int8  the teacher with dynamic int8 linear layers (torchao); not a default method
     distill             a smaller student trained on the teacher's temperature-softened outputs
     distill_int8        that student, quantized as above
+
+A candidate whose technique fails (a model torch.export cannot capture, say) is reported as failed with its reason
+in `failures.json` and the report, and the other candidates go on; nothing falls back silently to another technique.
 
 Every candidate and the teacher are profiled the same way, side by side in this process: parameters, non-zero
 parameters, bytes on disk, validation accuracy, CPU batch-1 latency p50/p99 and batch-64 throughput. Candidates are
@@ -16,6 +19,7 @@ reported test metrics are not biased by the choice.
 """
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ from aimass.reports import markdown_table
 
 log = logging.getLogger(__name__)
 PROFILES_FILE = "profiles.json"
+FAILURES_FILE = "failures.json"
 TEACHER = "teacher"
 FLOAT_BACKEND = "float32"
 STATIC_INT8_BACKEND = "pt2e-x86-inductor-static-int8"
@@ -148,14 +153,13 @@ def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet, valid
     return trained, shape
 
 
-def quantize_int8(model: nn.Module, calibration: torch.Tensor) -> tuple[torch.export.ExportedProgram, str]:
-    """The model in int8, exported with a dynamic batch dimension; returns the program and the backend used."""
-    try:
-        return _static_int8(model, calibration), STATIC_INT8_BACKEND
-    except Exception as error:  # the static flow depends on the backend's quantizer; the dynamic one on nothing
-        log.warning("static int8 quantization failed (%s: %s); falling back to dynamic int8 of linear layers",
-                    type(error).__name__, error)
+def quantize_int8(model: nn.Module, calibration: torch.Tensor,
+                  dynamic: bool = False) -> tuple[torch.export.ExportedProgram, str]:
+    """The model in int8 (static PT2E, or `dynamic` int8 of linear layers), exported with a dynamic batch
+    dimension; returns the program and the backend used. A failure raises: the caller reports it."""
+    if dynamic:
         return _dynamic_int8(model, calibration[:2]), DYNAMIC_INT8_BACKEND
+    return _static_int8(model, calibration), STATIC_INT8_BACKEND
 
 
 def _export(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -272,33 +276,41 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
         built[name] = (output_dir / name, count_parameters(model))
         return model
 
-    def save_int8(name: str, model: nn.Module, shape: ModelConfig) -> None:
-        program, backend = quantize_int8(model, calibration)
+    def save_int8(name: str, model: nn.Module, shape: ModelConfig, dynamic: bool = False) -> None:
+        program, backend = quantize_int8(model, calibration, dynamic)
         save_exported_model(output_dir / name, program, shape, signature,
                             _candidate_card(teacher_card, name, backend))
         built[name] = (output_dir / name, count_parameters(model))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     student: tuple[nn.Module, ModelConfig] | None = None
+    failures: dict[str, str] = {}
     for method in settings.methods:
         started = time.perf_counter()
-        if method == "prune_unstructured":
-            masked = prune_unstructured(fresh_teacher(), settings.unstructured_sparsity)
-            tuned = finalize_unstructured(fine_tune(masked, config, train, validation, signature.input_spec,
-                                                    settings.finetune_epochs))
-            save_float(method, tuned, config.model)
-        elif method == "prune_channels":
-            slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity, signature)
-            save_float(method, fine_tune(slim, config, train, validation, signature.input_spec,
-                                         settings.finetune_epochs), shape)
-        elif method == "quantize_int8":
-            save_int8(method, fresh_teacher(), config.model)
-        elif method in ("distill", "distill_int8"):
-            student = student or distill(fresh_teacher(), config, train, validation, signature)
-            if method == "distill":
-                save_float(method, *student)
-            else:
-                save_int8(method, *student)
+        try:
+            if method == "prune_unstructured":
+                masked = prune_unstructured(fresh_teacher(), settings.unstructured_sparsity)
+                tuned = finalize_unstructured(fine_tune(masked, config, train, validation, signature.input_spec,
+                                                        settings.finetune_epochs))
+                save_float(method, tuned, config.model)
+            elif method == "prune_channels":
+                slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity, signature)
+                save_float(method, fine_tune(slim, config, train, validation, signature.input_spec,
+                                             settings.finetune_epochs), shape)
+            elif method in ("quantize_int8", "quantize_dynamic_int8"):
+                save_int8(method, fresh_teacher(), config.model, dynamic=method == "quantize_dynamic_int8")
+            elif method in ("distill", "distill_int8"):
+                student = student or distill(fresh_teacher(), config, train, validation, signature)
+                if method == "distill":
+                    save_float(method, *student)
+                else:
+                    save_int8(method, *student)
+        except Exception as error:  # noqa: BLE001 - any technique may fail on some model; the others go on
+            failures[method] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+            log.warning("candidate %s failed: %s", method, failures[method])
+            shutil.rmtree(output_dir / method, ignore_errors=True)
+            built.pop(method, None)
+            continue
         log.info("built %s in %.1f s", method, time.perf_counter() - started)
 
     teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), validation,
@@ -306,6 +318,7 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
     profiles = [teacher_profile] + [profile_model(name, path, counts, validation, settings)
                                     for name, (path, counts) in built.items()]
     (output_dir / PROFILES_FILE).write_text(json.dumps([asdict(p) for p in profiles], indent=2) + "\n")
+    (output_dir / FAILURES_FILE).write_text(json.dumps(failures, indent=2, sort_keys=True) + "\n")
     write_manifest(output_dir, {"kind": "aimass-compression-candidates"})
     return profiles
 
@@ -327,13 +340,25 @@ def read_profiles(candidates_dir: Path) -> list[ModelProfile]:
     return [ModelProfile(**entry) for entry in json.loads((candidates_dir / PROFILES_FILE).read_text())]
 
 
+def read_failures(candidates_dir: Path) -> dict[str, str]:
+    """Candidate -> why its technique failed (the manifest covers the file; read_profiles verified it)."""
+    path = candidates_dir / FAILURES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def failures_markdown(failures: dict[str, str]) -> str:
+    if not failures:
+        return ""
+    return "\n## Failed candidates\n\n" + markdown_table(["candidate", "why"], sorted(failures.items()))
+
+
 def profiles_markdown(profiles: list[ModelProfile]) -> str:
     teacher = profiles[0]
     rows = [(p.name, p.backend, p.parameters, p.nonzero_parameters, f"{p.size_bytes / 1024:.0f}",
              f"{teacher.size_bytes / p.size_bytes:.2f}x", f"{p.accuracy:.4f}", f"{p.latency_p50_ms:.3f}",
              f"{p.latency_p99_ms:.3f}", f"{p.throughput_b64:.0f}",
              f"{p.throughput_b64 / teacher.throughput_b64:.2f}x", p.runtime) for p in profiles]
-    headers = ["model", "backend", "params", "non-zero", "KiB", "smaller", "accuracy", "p50 ms (b1)", "p99 ms (b1)",
+    headers = ["model", "backend", "params", "non-zero", "KiB", "smaller", "val. accuracy", "p50 ms (b1)", "p99 ms (b1)",
                "img/s (b64)", "speed-up (b64)", "runtime"]
     return "# Compression candidates\n\n" + markdown_table(headers, rows)
 
@@ -353,7 +378,7 @@ def compress_component(config_json: str, model: Input[Model], splits: Input[Data
     """
     from pathlib import Path
 
-    from aimass.components.compress import compress, profiles_markdown
+    from aimass.components.compress import compress, failures_markdown, profiles_markdown, read_failures
     from aimass.config import AimassConfig
 
     profiles = compress(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path),
@@ -361,5 +386,5 @@ def compress_component(config_json: str, model: Input[Model], splits: Input[Data
     for profile in profiles:
         for field in ("accuracy", "size_bytes", "latency_p50_ms", "latency_p99_ms", "throughput_b64"):
             metrics.log_metric(f"{profile.name}_{field}", getattr(profile, field))
-    Path(report.path).write_text(profiles_markdown(profiles))
+    Path(report.path).write_text(profiles_markdown(profiles) + failures_markdown(read_failures(Path(candidates.path))))
     candidates.metadata.update({**model.metadata, "candidates": [p.name for p in profiles[1:]]})

@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from aimass.architecture import Signature, predict_probabilities
 from aimass.components.base import project_component
-from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_profiles
+from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_failures, read_profiles
 from aimass.config import AimassConfig, GateConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
@@ -124,10 +124,12 @@ class CompressionChoice:
     verdicts: dict[str, list[str]]  # candidate -> why it was rejected, or why it qualified
 
 
-def choose_candidate(teacher: ModelProfile, candidates: list[ModelProfile], gate: GateConfig) -> CompressionChoice:
+def choose_candidate(teacher: ModelProfile, candidates: list[ModelProfile], gate: GateConfig,
+                     failures: dict[str, str] | None = None) -> CompressionChoice:
     """The smallest candidate that loses at most `max_accuracy_drop`, is at least `min_size_ratio` times smaller
     and whose batch-1 p50 latency is at most `max_latency_ratio` times the teacher's; the teacher if none is."""
-    verdicts, qualified = {}, []
+    verdicts = {name: [f"failed: {reason}"] for name, reason in (failures or {}).items()}
+    qualified = []
     for candidate in candidates:
         drop = teacher.accuracy - candidate.accuracy
         ratio = teacher.size_bytes / candidate.size_bytes
@@ -173,7 +175,7 @@ def evaluate(config: AimassConfig, teacher_dir: Path, candidates_dir: Path, spli
     """Choose among the teacher and the candidates (on validation), score the choice on the test split (read here
     only) and apply the gate."""
     profiles = read_profiles(candidates_dir)
-    choice = choose_candidate(profiles[0], profiles[1:], config.gate)
+    choice = choose_candidate(profiles[0], profiles[1:], config.gate, read_failures(candidates_dir))
     splits, _ = load_image_sets(splits_dir)
     test = splits["test"]
     loaded = load_model(chosen_model_dir(teacher_dir, candidates_dir, choice.chosen))

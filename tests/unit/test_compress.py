@@ -91,7 +91,7 @@ def test_an_export_archive_with_pickled_example_inputs_is_refused(tmp_path):
         load_model(tmp_path)
 
 
-def test_dynamic_int8_fallback_saves_without_pickle_and_reloads(tmp_path):
+def test_dynamic_int8_saves_without_pickle_and_reloads(tmp_path):
     model = build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).eval()
     program = _dynamic_int8(model, torch.zeros(2, 1, 28, 28))
     save_exported_model(tmp_path, program, ModelConfig(), GREY_28_TEN_CLASSES,
@@ -145,3 +145,31 @@ def test_a_served_int8_model_is_compiled_and_answers_as_the_eager_one(int8_teach
     assert type(compiled.module).__name__ == "OptimizedModule"
     agreement = (compiled.predict(test_images[:64]).argmax(1) == eager.predict(test_images[:64]).argmax(1)).mean()
     assert agreement >= 0.98  # int8 kernels round differently from the reference ops on a few borderline images
+
+
+def test_a_failing_technique_is_reported_with_its_reason_and_the_others_go_on(tiny_config, tiny_teacher,
+                                                                             tiny_splits_dir, tmp_path, monkeypatch):
+    from aimass.components import compress as stage
+    from aimass.components.compress import read_failures
+
+    def refuse(model, calibration):
+        raise RuntimeError("torch.export cannot capture this model\nmore detail")
+
+    monkeypatch.setattr(stage, "_static_int8", refuse)  # stands in for a model the PT2E flow cannot export
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}",
+                                  "compress.methods=[quantize_int8,quantize_dynamic_int8]"])
+    profiles = compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
+    assert [p.name for p in profiles] == ["teacher", "quantize_dynamic_int8"]  # no silent fallback for the static one
+    assert read_failures(tmp_path / "candidates") == {
+        "quantize_int8": "RuntimeError: torch.export cannot capture this model"}
+    assert not (tmp_path / "candidates" / "quantize_int8").exists()
+
+
+def test_the_gate_lists_a_failed_candidate_with_its_reason():
+    from aimass.components.evaluate import choose_candidate
+    from aimass.components.compress import ModelProfile
+    from aimass.config import GateConfig
+
+    teacher = ModelProfile("teacher", "float32", 10, 10, 1000, 0.9, 1.0, 2.0, 100.0, "eager")
+    choice = choose_candidate(teacher, [], GateConfig(), {"quantize_int8": "RuntimeError: no"})
+    assert choice.chosen == "teacher" and choice.verdicts == {"quantize_int8": ["failed: RuntimeError: no"]}
