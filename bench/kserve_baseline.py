@@ -1,12 +1,15 @@
 """The serving benchmark's baseline: KServe's stock ModelServer serving an aimass model directory.
 
 The model class is what KServe's docs ask for (a `kserve.Model` with `load()` and `predict()`); it answers the same
-OIP v2 request as `aimass serve` with the same outputs, and runs the same forward pass (aimass's ServedModel).
+OIP v2 requests as `aimass serve` with the same outputs: a tensor (`images`), or encoded image files (`image`,
+BYTES, base64 in JSON) decoded and preprocessed by the same function aimass uses; and it runs the same forward pass
+(aimass's ServedModel).
 Every ModelServer option keeps its default except the ports, so this is KServe as shipped.
 
     python bench/kserve_baseline.py --model_dir DIR --http_port 8090 --grpc_port 8091
 """
 import argparse
+import base64
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 from kserve import InferOutput, InferRequest, InferResponse, ModelServer, model_server
 
+from aimass.data.preprocess import decode_uploads
 from aimass.serving import ServedModel, load_served_model
 
 MODEL_NAME = "fashion-mnist-classifier"
@@ -33,7 +37,12 @@ class ImageClassifier(kserve.Model):
         return self.ready
 
     def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
-        images = payload.inputs[0].as_numpy().astype(np.uint8).reshape(-1, *self.served.input_spec.shape)
+        tensor = payload.inputs[0]
+        if tensor.name == "image":
+            files = tuple(base64.b64decode(item) for item in tensor.as_numpy().ravel())
+            images = decode_uploads(files, self.served.input_spec)
+        else:
+            images = tensor.as_numpy().astype(np.uint8).reshape(-1, *self.served.input_spec.shape)
         probabilities = self.served.predict(images)
         indices = probabilities.argmax(axis=1)
         label = InferOutput("label", [len(images)], "BYTES")

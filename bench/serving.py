@@ -1,5 +1,7 @@
 """Serving throughput and latency: `aimass serve` (with and without dynamic batching) against KServe's stock
-ModelServer serving the same model, side by side in one run, with batch-1 OIP v2 infer requests over HTTP.
+ModelServer serving the same model, side by side in one run, with batch-1 OIP v2 infer requests over HTTP: a
+preprocessed tensor (`--payload tensor`), or one JPEG file per request (`--payload image`: both servers decode and
+preprocess it with the same function).
 
 Each server runs in its own process with one uvicorn worker and one torch thread; the load comes from wrk
 (Debian's `wrk`, C, one thread) on the same machine, at 1, 16 and 64 concurrent connections. Every server first
@@ -8,6 +10,7 @@ least 2x the stock ModelServer's requests/s with a lower p99.
 
     python bench/serving.py                      # newest blessed model under runs/ (from `make run`)
     python bench/serving.py --model DIR --seconds 10
+    python bench/serving.py --payload image      # one JPEG per request
 """
 import argparse
 import json
@@ -26,7 +29,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fashion-mnist-classifier"
 CONCURRENCY = (1, 16, 64)
-PROBE = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",
+PROBE = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",  # the demo's input shape
                      "data": [(7 * i) % 256 for i in range(784)]}]}
 
 
@@ -75,8 +78,25 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) 
     raise SystemExit(f"{url} was not ready within {timeout} s")
 
 
-def probe_label(url: str) -> int:
-    request = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=json.dumps(PROBE).encode(),
+def image_probe() -> dict:
+    """One request carrying a 224x224 colour JPEG (a Fashion-MNIST test image, enlarged) as base64 text."""
+    import base64
+    import gzip
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.frombuffer(gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").read()[16:16 + 784],
+                           dtype=np.uint8).reshape(28, 28)
+    stream = io.BytesIO()
+    Image.fromarray(pixels).resize((224, 224)).convert("RGB").save(stream, format="JPEG", quality=90)
+    return {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                        "data": [base64.b64encode(stream.getvalue()).decode()]}]}
+
+
+def probe_label(url: str, probe: dict) -> str:
+    request = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=json.dumps(probe).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         outputs = json.loads(response.read())["outputs"]
@@ -99,12 +119,13 @@ def _milliseconds(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def measure(name: str, command: list[str], url: str, script: Path, seconds: int) -> tuple[int, list[Measurement]]:
+def measure(name: str, command: list[str], url: str, script: Path, seconds: int,
+            probe: dict) -> tuple[str, list[Measurement]]:
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           env={**os.environ, "AIMASS_SERVING_TOKEN": ""}) as server:
         try:
             wait_until_ready(url, server)
-            label = probe_label(url)
+            label = probe_label(url, probe)
             run_wrk(url, script, 16, 2)  # warm-up: connection pools, allocator, lazy imports
             results = [Measurement(name, c, **run_wrk(url, script, c, seconds)) for c in CONCURRENCY]
         finally:
@@ -144,22 +165,25 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: newest blessed)")
     parser.add_argument("--seconds", type=int, default=10, help="load duration per concurrency level")
     parser.add_argument("--only", default=None, help="run only the servers whose name contains this")
+    parser.add_argument("--payload", choices=["tensor", "image"], default="tensor",
+                        help="a preprocessed 28x28 tensor, or one 224x224 JPEG file per request")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `apt-get install -y wrk` (Debian's package)")
     model = (args.model or newest_blessed_model()).resolve()
     print(f"model: {model} ({json.loads((model / 'model.json').read_text())['weights_format']}); "
-          f"{os.cpu_count()} CPUs; {args.seconds} s per level; wrk -t1", flush=True)
+          f"{os.cpu_count()} CPUs; {args.seconds} s per level; wrk -t1; payload: {args.payload}", flush=True)
+    probe = image_probe() if args.payload == "image" else PROBE
     results, labels = [], {}
     with tempfile.TemporaryDirectory() as state_dir:
         script = Path(state_dir) / "infer.lua"
         script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = [[{json.dumps(PROBE)}]]\n")
+                          f"wrk.body = [[{json.dumps(probe)}]]\n")
         port = free_port()
         servers = {name: command for name, command in server_commands(model, port, Path(state_dir)).items()
                    if args.only is None or args.only in name}
         for name, command in servers.items():
-            labels[name], measured = measure(name, command, f"http://127.0.0.1:{port}", script, args.seconds)
+            labels[name], measured = measure(name, command, f"http://127.0.0.1:{port}", script, args.seconds, probe)
             results += measured
             print("\n".join(table(measured).splitlines()[2:]), flush=True)
     if len(set(labels.values())) != 1:
