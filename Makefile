@@ -50,6 +50,7 @@ compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or it
 
 bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression needs a teacher from `make run`)
 	$(BIN)/aimass data import
+	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/distributed_scaling.py
 	$(BIN)/python bench/hpo_trials.py
@@ -57,6 +58,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving.py --payload image
 
 clean:
 	rm -rf runs build
