@@ -365,11 +365,13 @@ def _models_list(args: argparse.Namespace) -> int:
     for alias, version in registry.aliases().items():
         aliases_by_version.setdefault(version, []).append(alias)
     table = Table(title=f"{registry.model_name} in {registry.store.description}", title_justify="left")
-    for column in ("version", "created (UTC)", "accuracy", "data md5", "git commit", "aliases"):
+    for column in ("version", "created (UTC)", "accuracy (test, or validation)", "data md5", "git commit", "aliases"):
         table.add_column(column)
     for record in registry.versions():
         accuracy = record.metrics.get("accuracy")
-        table.add_row(record.version, record.created_at, "" if accuracy is None else f"{accuracy:.4f}",
+        shown = f"{accuracy:.4f}" if accuracy is not None else (
+            f"{record.metrics['validation_accuracy']:.4f} (val.)" if "validation_accuracy" in record.metrics else "")
+        table.add_row(record.version, record.created_at, shown,
                       record.lineage.get("data_md5", "")[:12], record.lineage.get("git_commit", "")[:12],
                       ", ".join(sorted(aliases_by_version.get(record.version, []))))
     console().print(table)
@@ -392,7 +394,15 @@ def _models_show(args: argparse.Namespace) -> int:
 
 
 def _models_push(args: argparse.Namespace) -> int:
-    record = _registry(args).push(args.model_dir)
+    import json
+
+    # What the model's own card measured (the deploy step records the gate's test metrics instead).
+    card_path = args.model_dir / "model.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    training = card.get("training", card.get("teacher_training", {}))
+    metrics = {"validation_accuracy": training["best_validation_accuracy"]} \
+        if "best_validation_accuracy" in training and "training" in card else {}
+    record = _registry(args).push(args.model_dir, metrics=metrics)
     print(f"pushed {args.model_dir} as {record.name} {record.version}")
     return 0
 

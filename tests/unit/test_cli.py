@@ -131,3 +131,11 @@ def test_run_without_an_imported_data_set_says_to_import_one_before_starting(tmp
 def test_serve_with_a_malformed_model_version_exits_at_start(tmp_path, capsys):
     assert main(["serve", "--model-version", "../../v1", "--repo", str(tmp_path), *NAMED]) == 1
     assert "'../../v1' is neither a version (v1, v2, ...) nor an alias" in capsys.readouterr().err
+
+
+def test_models_push_records_the_validation_accuracy_the_models_card_measured(tmp_path, tiny_teacher, capsys):
+    repo = ["--repo", str(tmp_path), *NAMED]
+    assert main(["models", "push", str(tiny_teacher[0]), *repo]) == 0
+    assert main(["models", "list", *repo]) == 0
+    expected = tiny_teacher[1].best_validation_accuracy
+    assert f"{expected:.4f} (val.)" in capsys.readouterr().out
