@@ -173,14 +173,6 @@ def infer_response(model_name: str, model_version: str, request: InferenceReques
     """The JSON response body for (N, classes) class probabilities."""
     outputs: list[dict[str, Any]] = []
     labels = probabilities.argmax(axis=1)
-    if request.top_k:
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :request.top_k]
-        if TOP_K_LABELS_OUTPUT in request.outputs:
-            outputs.append({"name": TOP_K_LABELS_OUTPUT, "datatype": "BYTES", "shape": list(top.shape),
-                            "data": [class_names[k] for k in top.ravel()]})
-        if TOP_K_PROBABILITIES_OUTPUT in request.outputs:
-            outputs.append({"name": TOP_K_PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": list(top.shape),
-                            "data": np.take_along_axis(probabilities, top, axis=1).ravel().tolist()})
     if LABEL_OUTPUT in request.outputs:
         outputs.append({"name": LABEL_OUTPUT, "datatype": "BYTES", "shape": [len(labels)],
                         "data": [class_names[k] for k in labels]})
@@ -190,6 +182,14 @@ def infer_response(model_name: str, model_version: str, request: InferenceReques
     if PROBABILITIES_OUTPUT in request.outputs:
         outputs.append({"name": PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": list(probabilities.shape),
                         "data": probabilities.ravel().tolist()})
+    if request.top_k:
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :request.top_k]
+        if TOP_K_LABELS_OUTPUT in request.outputs:
+            outputs.append({"name": TOP_K_LABELS_OUTPUT, "datatype": "BYTES", "shape": list(top.shape),
+                            "data": [class_names[k] for k in top.ravel()]})
+        if TOP_K_PROBABILITIES_OUTPUT in request.outputs:
+            outputs.append({"name": TOP_K_PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": list(top.shape),
+                            "data": np.take_along_axis(probabilities, top, axis=1).ravel().tolist()})
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
     if request.request_id is not None:
         response["id"] = request.request_id
