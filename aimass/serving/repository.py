@@ -118,6 +118,11 @@ class ReleaseSource(ModelSource):
             revision = self.backend.status()
         except ReleaseError:
             return None
+        if revision.model_name != self.registry.model_name:
+            # One release serves one model name: after a new data set was deployed, this server's name is stale.
+            raise ServingError(f"release revision {revision.revision} serves {revision.model_name}, but this server "
+                               f"serves {self.registry.model_name}: start `aimass serve` for {revision.model_name} "
+                               "(or set registry.model_name)")
         return WantedModel(revision.model_version, revision.revision,
                            lambda: self.cache.fetch(revision.model_version))
 

@@ -417,3 +417,18 @@ def test_aimass_serve_on_a_busy_port_says_so(config, releases, capsys):
         assert main(["serve", "--profile", "tiny", "--port", str(busy.getsockname()[1]),
                      "--repo", config.data.repo_dir, "--set", f"registry.model_name={MODEL}"]) == 1
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_release_of_another_models_version_is_reported_and_the_served_model_stays(config, releases, tiny_teacher,
+                                                                                     test_images):
+    from aimass.registry import ModelRegistry
+
+    releases.deploy("v1", "test")
+    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+        assert served_version(running.url, test_images[0]) == "v1"
+        other = ModelRegistry(releases.registry.store, "another-data-set")
+        other.push(tiny_teacher[0])
+        open_release_backend(config, other).deploy("v1", "test")  # the same release, now for another model
+        wait_for(lambda: "serves another-data-set" in (httpx.get(f"{running.url}/v2/models/{MODEL}").json()
+                                                        ["parameters"]["load_error"] or ""))
+        assert served_version(running.url, test_images[0]) == "v1"
