@@ -228,3 +228,28 @@ def test_the_cli_imports_a_folder_names_the_data_set_and_pins_it(folder, tmp_pat
     output = capsys.readouterr().out
     assert output.startswith(f"imported Hand Digits from {folder} as imagefolder: 10 classes (0, 1, 2")
     assert "data.dvc pins" in output and (repo / "data.dvc").is_file()
+
+
+def test_dvc_diff_between_two_imported_versions_names_the_images_that_changed(folder, tmp_path):
+    import subprocess
+
+    from dvc.repo import Repo
+
+    repo = init_dvc_repo(tmp_path / "repo")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+    def import_and_commit(message):
+        assert main(["data", "import", "--source", str(folder), "--repo", str(repo)]) == 0
+        subprocess.run([*git, "add", "data.dvc", ".gitignore"], check=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True)
+
+    import_and_commit("first version")
+    changed = next((folder / "4").glob("*.png"))
+    changed.write_bytes(next((folder / "5").glob("*.png")).read_bytes())  # another image under the same name
+    next((folder / "6").glob("*.png")).unlink()
+    import_and_commit("second version")
+    with Repo(str(repo)) as dvc:
+        difference = dvc.diff("HEAD~1", "HEAD")
+    assert [entry["path"] for entry in difference["modified"] if not entry["path"].endswith(("/", ".json", ".jsonl"))] \
+        == [f"data/images/4/{changed.name}"]
+    assert [entry["path"] for entry in difference["deleted"]][0].startswith("data/images/6/")
