@@ -35,7 +35,7 @@ class ImageSet:
 
     def take(self, indices: np.ndarray) -> ImageSet:
         """The rows at `indices`, read into memory (for samples; `write_rows` copies large selections)."""
-        return ImageSet(np.asarray(self.images[np.sort(indices)]), self.labels[np.sort(indices)])
+        return ImageSet(np.asarray(self.images[indices]), self.labels[indices])
 
 
 class RowWriter:
