@@ -92,6 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="also write the summary as Markdown (what CI posts on a pull request)")
     run.add_argument("--pipeline-root", type=Path, default=None,
                      help="where artifacts go (default: runs/<timestamp> in the repository)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also print every step's whole output and kfp.local's own lines (always in "
+                          "runs/<timestamp>/<run>/logs/<step>.log)")
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline YAML for the Kubeflow UI (cluster backends)",
@@ -316,12 +319,11 @@ def _load_config(args: argparse.Namespace, repo: Path | None = None, with_datase
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aimass.lineage import current_git_commit
-    from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
-    from aimass.run_summary import print_run_summary
-
     from aimass.data.card import DataCard
     from aimass.data.versions import ensure_pinned_data
+    from aimass.lineage import current_git_commit
+    from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
+    from aimass.run_summary import print_run_summary, print_step
 
     repo = args.repo.resolve()
     config = _load_config(args, repo)
@@ -329,14 +331,18 @@ def _run(args: argparse.Namespace) -> int:
     ensure_pinned_data(repo, config.data.dvc_file)
     DataCard.read(repo / config.data.dataset_dir)
     pipeline_root = args.pipeline_root or timestamped_root(repo / "runs")
-    result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo))
+    result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo), verbose=args.verbose,
+                                  on_step=print_step)
     print_run_summary(result)
     if args.summary_markdown is not None:
         from aimass.run_summary import markdown_run_summary
 
         args.summary_markdown.write_text(markdown_run_summary(result, config.profile))
     if not result.succeeded:
-        raise AimassError(f"the pipeline failed at step {result.failed_step or 'unknown'}: its error is above")
+        failed = next((step for step in result.steps if step.status == "FAILURE"), None)
+        if failed is None:
+            raise AimassError("the pipeline did not finish: see the steps above")
+        raise AimassError(f"step {failed.name} failed: {failed.last_error_line() or 'see its log'} (log: {failed.log})")
     return 0
 
 

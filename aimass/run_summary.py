@@ -8,10 +8,19 @@ from rich.console import Console
 from rich.table import Table
 
 from aimass import terminal
-from aimass.pipelines.local_run import LocalRunResult
+from aimass.pipelines.local_run import LocalRunResult, StepRecord
 from aimass.reports import markdown_table
 
 _STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "bold red", "not run": "dim"}
+
+
+def print_step(step: StepRecord, console: Console | None = None) -> None:
+    """One line as each step finishes: status, seconds and, when it failed, its own reason and its log."""
+    console = console or terminal.console()
+    line = f"{step.name:<22} [{_STATUS_STYLE.get(step.status, 'bold')}]{step.status:<8}[/] {step.seconds or 0:7.1f} s"
+    if step.status == "FAILURE":
+        line += f"  {step.last_error_line()}  (log: {step.log})"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_run_summary(result: LocalRunResult, console: Console | None = None) -> None:
@@ -29,7 +38,7 @@ def print_run_summary(result: LocalRunResult, console: Console | None = None) ->
     if docs is not None:
         console.print(f"data validation: {'passed' if docs['metadata'].get('success') else 'FAILED'}")
     elif result.failed_step == "validate-data":
-        console.print("data validation: [bold red]FAILED[/] (the failed expectations are listed above)")
+        console.print("data validation: [bold red]FAILED[/] (the failed expectations are in the step's log)")
     chosen_hyperparameters = result.parameter("hpo-select", "Output")
     if chosen_hyperparameters is not None:
         search = result.artifact("hpo-select", "metrics")["metadata"]

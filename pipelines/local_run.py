@@ -6,14 +6,21 @@ local run exercises the very DAG, conditions and artifact passing that the clust
 from __future__ import annotations
 
 import builtins
+import contextlib
+import inspect
 import json
 import logging
+import os
 import re
+import subprocess
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kfp import local
+from kfp.local import logging_utils, subprocess_task_handler
 
 from aimass.config import AimassConfig
 from aimass.pipelines.training import PIPELINE_NAME, build_training_pipeline
@@ -30,6 +37,14 @@ class StepRecord:
     name: str
     status: str = "not run"  # SUCCESS, FAILURE or "not run"
     seconds: float | None = None
+    log: Path | None = None  # the step's whole output
+
+    def last_error_line(self) -> str:
+        """The step's own reason for failing: the last line its process wrote that names an error."""
+        if self.log is None or not self.log.is_file():
+            return ""
+        lines = [line.strip() for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
+        return next((line for line in reversed(lines) if "Error" in line.split(":", 1)[0]), lines[-1] if lines else "")
 
 
 @dataclass
@@ -57,10 +72,12 @@ class LocalRunResult:
 
 class _TaskTimeline(logging.Filter):
     """Times each task from kfp.local's own log records (a filter on the root logger sees every record, and
-    kfp.local swaps the root handlers but not its filters)."""
+    kfp.local swaps the root handlers but not its filters). Unless `verbose`, it keeps kfp.local's own lines (task
+    outputs dumped in full) off the terminal, but for errors, and reports each finished step to `on_step`."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool, logs: _StepLogs, on_step: Callable[[StepRecord], None]) -> None:
         super().__init__()
+        self.verbose, self.logs, self.on_step = verbose, logs, on_step
         self.started: dict[str, float] = {}
         self.steps: dict[str, StepRecord] = {}
 
@@ -70,30 +87,94 @@ class _TaskTimeline(logging.Filter):
             self.started[match.group(1)] = record.created
         elif match := _FINISHED.match(message):
             task = match.group(1)
-            self.steps[task] = StepRecord(_step_name(task), match.group(2), record.created - self.started.get(task, record.created))
-        return True
+            step = StepRecord(_step_name(task), match.group(2), record.created - self.started.get(task, record.created),
+                              self.logs.path_of(task))
+            self.steps[task] = step
+            self.on_step(step)
+        return self.verbose or record.levelno >= logging.ERROR
+
+
+class _StepLogs:
+    """kfp.local runs each task in a subprocess and prints all its output (the executor's input and output dumps:
+    over a thousand lines a run) to the terminal. This stands in for kfp.local's `run_local_subprocess` (the one
+    place aimass tames kfp.local; tests/integration/test_pipeline_local.py fails if kfp changes it) and writes each
+    task's output to `<run>/logs/<step>.log`, echoing it to the terminal only when `verbose`."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.paths: dict[str, Path] = {}
+
+    def __call__(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        task_dir = Path(json.loads(full_command[full_command.index("--executor_input") + 1])
+                        ["outputs"]["outputFile"]).parent
+        log = task_dir.parent / "logs" / f"{_step_name(task_dir.name)}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.paths[task_dir.name] = log
+        with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                              env={**os.environ, **(env_vars or {})}) as process, open(log, "a") as stream:
+            for line in process.stdout:
+                stream.write(line)
+                if self.verbose:
+                    print(line, end="")
+            return process.wait()
+
+    def path_of(self, task: str) -> Path | None:
+        return self.paths.get(task)
+
+
+# What kfp.local says on every task that means nothing for a local run (cluster-only settings, our own image).
+_KFP_LOCAL_NOISE = ("have no effect in the current local runner", "You may be attemping to run a task that uses custom")
+
+
+@contextlib.contextmanager
+def _tamed_kfp_local(logs: _StepLogs, verbose: bool) -> Iterator[None]:
+    """The one place aimass changes how kfp.local behaves: each task's output goes to `logs`; unless `verbose`,
+    kfp.local's separator lines and its warnings about cluster-only settings stay off the terminal.
+    tests/integration/test_pipeline_local.py fails when a kfp release moves what this relies on."""
+    replaced = getattr(subprocess_task_handler, "run_local_subprocess", None)
+    separator = getattr(logging_utils, "print_horizontal_line", None)
+    if replaced is None or list(inspect.signature(replaced).parameters) != ["full_command", "env_vars"] \
+            or separator is None:
+        raise RuntimeError("kfp.local's run_local_subprocess(full_command, env_vars) or print_horizontal_line() is "
+                           "gone or changed: update aimass/pipelines/local_run.py for this kfp release")
+    subprocess_task_handler.run_local_subprocess = logs
+    if not verbose:
+        logging_utils.print_horizontal_line = lambda: None
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                for message in _KFP_LOCAL_NOISE:
+                    warnings.filterwarnings("ignore", message=f".*{message}")
+            yield
+    finally:
+        subprocess_task_handler.run_local_subprocess = replaced
+        logging_utils.print_horizontal_line = separator
 
 
 def _step_name(task_name: str) -> str:
     return task_name.removesuffix("-component")
 
 
-def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: str) -> LocalRunResult:
-    """Run the whole DAG with `config` through kfp.local, writing artifacts under `pipeline_root`.
+def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: str, verbose: bool = True,
+                         on_step: Callable[[StepRecord], None] = lambda step: None) -> LocalRunResult:
+    """Run the whole DAG with `config` through kfp.local, writing artifacts under `pipeline_root` and each step's
+    output to `<run>/logs/<step>.log` (also to the terminal when `verbose`); `on_step` hears of each finished step.
 
-    A failing step does not raise: the result says which step failed, and the step's own error is in the log.
+    A failing step does not raise: the result says which step failed, and its log says why.
     """
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    timeline = _TaskTimeline()
+    logs = _StepLogs(verbose)
+    timeline = _TaskTimeline(verbose, logs, on_step)
     root_logger = logging.getLogger()
     root_logger.addFilter(timeline)
     # kfp.local indents each task's output by swapping builtins.print in and out; tasks of a ParallelFor run in
     # threads, and two overlapping swaps can leave the indenting print installed for good. Put the real one back.
     real_print = builtins.print
     try:
-        build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit)
+        with _tamed_kfp_local(logs, verbose):
+            build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit)
     finally:
         builtins.print = real_print
         root_logger.removeFilter(timeline)

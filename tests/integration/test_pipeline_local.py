@@ -124,13 +124,38 @@ def data_stage_only(repo):
 
 
 def test_a_test_split_at_half_brightness_stops_the_dag_before_training_naming_the_statistic(
-        fashion_mnist_source, tmp_path):
+        fashion_mnist_source, tmp_path, capsys):
+    from aimass.cli import main
+
     repo = repository_with(darkened_fashion_mnist(fashion_mnist_source, tmp_path / "dark"), tmp_path)
-    result = run_pipeline_locally(data_stage_only(repo), tmp_path / "runs", git_commit="abc123")
-    assert statuses(result)["validate-data"] == "FAILURE"
-    assert statuses(result)["train"] == "not run" and not result.succeeded
-    assert result.failed_step == "validate-data"
-    assert "| **FAIL** | brightness: Jensen-Shannon distance, test vs train, at most" in validation_summary(result)
+    assert main(["run", "--profile", "tiny", "--set", "hpo.enabled=false", "--repo", str(repo),
+                 "--pipeline-root", str(tmp_path / "runs")]) == 1
+    output = capsys.readouterr()
+    shown = output.out.splitlines()
+    assert [line.split()[:2] for line in shown[:2]] == [["ingest", "SUCCESS"], ["validate-data", "FAILURE"]]
+    assert len(shown) <= 60 and "executor_input" not in output.out  # kfp.local's dumps are in the logs only
+    last = output.err.strip().splitlines()[-1]
+    assert last.startswith("aimass: error: step validate-data failed: ") and "DataValidationError" in last
+    assert "brightness: Jensen-Shannon distance, test vs train" in last and "logs/validate-data.log)" in last
+    (run_dir,) = (tmp_path / "runs").glob("aimass-training-*")
+    assert "| **FAIL** | brightness: Jensen-Shannon distance, test vs train, at most" in \
+        (run_dir / "validate-data-component" / "summary").read_text()
+
+
+def test_every_steps_whole_output_is_in_its_own_log(successful_run):
+    train = next(step for step in successful_run.steps if step.name == "train")
+    assert train.log == successful_run.run_dir / "logs" / "train.log"
+    assert "epoch 1/" in train.log.read_text() and "executor_input" in train.log.read_text()
+
+
+def test_the_kfp_local_internals_aimass_relies_on_are_still_there():
+    import inspect
+
+    from kfp.local import logging_utils, subprocess_task_handler
+
+    assert list(inspect.signature(subprocess_task_handler.run_local_subprocess).parameters) == ["full_command",
+                                                                                                "env_vars"]
+    assert callable(logging_utils.print_horizontal_line)
 
 
 def test_a_new_version_drifted_from_the_production_models_data_stops_the_dag(fashion_mnist_source, tiny_teacher,
