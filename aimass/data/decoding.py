@@ -21,7 +21,7 @@ import numpy as np
 from aimass.atomic import atomic_directory
 from aimass.config import DataConfig
 from aimass.data.card import DataCard, read_index
-from aimass.data.idx import read_idx_split
+from aimass.data.idx import idx_shape, read_idx_split
 from aimass.data.arrays import RowWriter, iter_row_chunks
 from aimass.data.preprocess import InputSpec, decode_files, imap_in_processes, preprocess_array
 from aimass.errors import ArtifactIntegrityError, DataVersionError
@@ -35,9 +35,9 @@ FILES_PER_TASK = 256  # files one decoding task handles
 def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig) -> InputSpec:
     """The model's input size and channels: as configured, or from the data when `auto` (grey-scale if every image
     is; the common size if all share one, else the median shorter side, at most `data.max_auto_image_size`)."""
-    if card.layout == "idx":
-        images, _ = read_idx_split(*(data_dir / name for name in card.idx_files["train"]))
-        sizes, channels = Counter({(images.shape[2], images.shape[1]): len(images)}), {1}
+    if card.layout == "idx":  # the header says it all: a cached ingest need not decompress the images
+        count, height, width = idx_shape(data_dir / card.idx_files["train"][0])
+        sizes, channels = Counter({(width, height): count}), {1}
     else:
         rows = read_index(data_dir)
         sizes, channels = Counter((row["width"], row["height"]) for row in rows), {row["channels"] for row in rows}

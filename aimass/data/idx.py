@@ -72,6 +72,14 @@ def find_idx_files(source_dir: Path) -> dict[str, tuple[Path, Path]]:
     return found
 
 
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The dimensions an IDX file's header declares, read without decompressing the rest of the file."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
+        header = stream.read(4)
+        dimensions = header[3]
+        return struct.unpack(f">{dimensions}I", stream.read(4 * dimensions))
+
+
 def read_idx_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, H, W), labels (N,)) of one split, checked against each other."""
     images = read_idx(images_path, IMAGES_MAGIC, 3)
