@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -149,10 +150,35 @@ class AugmentConfig(_Section):
     batch_size: int = Field(4096, ge=1, description="images per augmentation call in the augment stage")
 
 
+BUILT_IN_CNN = "aimass-cnn"
+HF_PREFIX = "hf:"
+
+
 class ModelConfig(_Section):
-    channels: tuple[int, int, int] = Field((32, 64, 128), description="output channels of the three conv blocks")
-    hidden_units: int = Field(256, ge=8)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    architecture: str = Field(
+        BUILT_IN_CNN, pattern=r"^(aimass-cnn|hf:\S+)$",
+        description="aimass-cnn (the built-in CNN, sized below) or hf:CHECKPOINT, a Hugging Face image-classification "
+                    "checkpoint: a folder written by save_pretrained (config.json, model.safetensors, "
+                    "preprocessor_config.json; config.json alone starts from random weights), or a Hub id where the "
+                    "Hub is reachable. Its head is replaced for the data set's classes")
+    channels: tuple[int, int, int] = Field((32, 64, 128), description="aimass-cnn: output channels of the three "
+                                                                      "conv blocks")
+    hidden_units: int = Field(256, ge=8, description="aimass-cnn: width of the hidden layer of the head")
+    dropout: float = Field(0.0, ge=0, lt=1, description="aimass-cnn: dropout before the output layer")
+
+    @model_validator(mode="after")
+    def _local_checkpoint_is_absolute(self) -> ModelConfig:
+        """A checkpoint folder given relative to the working directory still names it from a pipeline step that
+        runs elsewhere."""
+        if self.architecture.startswith(HF_PREFIX):
+            folder = Path(self.architecture[len(HF_PREFIX):]).expanduser()
+            if folder.is_dir() and not folder.is_absolute():
+                object.__setattr__(self, "architecture", HF_PREFIX + str(folder.resolve()))
+        return self
+
+    @property
+    def is_built_in(self) -> bool:
+        return self.architecture == BUILT_IN_CNN
 
 
 class TrainConfig(_Section):
@@ -168,6 +194,12 @@ class TrainConfig(_Section):
     warmup_fraction: float = Field(0.2, gt=0, lt=1, description="share of steps spent warming up the LR")
     early_stopping_patience: int = Field(2, ge=1, description="epochs without validation gain before stopping")
     seed: int = Field(0, ge=0)
+    backbone_learning_rate_factor: float = Field(
+        1.0, ge=0, le=10, description="the backbone's peak learning rate as a share of learning_rate (the head "
+                                      "always gets learning_rate); ~0.1 suits a pretrained checkpoint")
+    frozen_backbone_epochs: int = Field(0, ge=0, description="first epochs that train the head alone, the backbone "
+                                                             "frozen (a new head settles before it moves the "
+                                                             "pretrained weights)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(0, ge=0, description="0 = one per CPU this process may use")
     compile: bool = Field(False, description="torch.compile the model (pays off on GPUs, for long runs)")
@@ -198,6 +230,10 @@ class CompressConfig(_Section):
     calibration_images: int = Field(1024, ge=16, description="training images that calibrate int8 activations")
     int8_runtime: Literal["inductor", "eager"] = Field(
         "inductor", description="how int8 candidates are timed: torch.compile (real int8 kernels) or eager")
+    student: str = Field(BUILT_IN_CNN, pattern=r"^(aimass-cnn|hf:\S+)$",
+                         description="the distillation student: aimass-cnn (sized by student_channels and "
+                                     "student_hidden_units) or hf:FOLDER holding a Hugging Face config.json, built "
+                                     "from random weights")
     student_channels: tuple[int, int, int] = (16, 32, 64)
     student_hidden_units: int = Field(128, ge=8)
     distill_epochs: int = Field(3, ge=1)
@@ -414,12 +450,17 @@ class AimassConfig(_Section):
 
     @model_validator(mode="after")
     def _student_is_smaller_than_the_teacher(self) -> AimassConfig:
+        if not (self.model.is_built_in and self.compress.student == BUILT_IN_CNN):
+            return self  # a checkpoint's size is known only once it is loaded: compress's size gate judges it
         student = (*self.compress.student_channels, self.compress.student_hidden_units)
         teacher = (*self.model.channels, self.model.hidden_units)
         if any(s > t for s, t in zip(student, teacher)) or student == teacher:
             raise ValueError(f"the distillation student (compress.student_channels, compress.student_hidden_units = "
                              f"{student}) must be smaller than the teacher (model.channels, model.hidden_units = "
                              f"{teacher}) in every layer and not equal to it")
+        if self.train.frozen_backbone_epochs and self.train.nproc > 1:
+            raise ValueError("train.frozen_backbone_epochs needs train.nproc=1: DistributedDataParallel cannot "
+                             "change which parameters train during a run")
         return self
 
     def to_json(self) -> str:

@@ -1,6 +1,6 @@
 """Training throughput of the train component versus a bare PyTorch loop, side by side in one run.
 
-Both train the same model (aimass.architecture.build_classifier) on the same Fashion-MNIST images with the same
+Both train the same model (aimass.models.architecture.build_classifier) on the same Fashion-MNIST images with the same
 batch size, optimiser and loss, on the same device. The bare loop is the "no pipeline at all" reference (after
 ../shared/bench/bare_torch_loop.py); the component is `train_classifier`, the function the KFP train step runs.
 Runs alternate in ABBA order (bare, component, component, bare, ...) so drift in a shared machine's speed hits both alike, and the
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from bench_data import ingested_splits
 
-from aimass.architecture import Signature, build_classifier
+from aimass.models.architecture import Signature, build_classifier
 from aimass.components.train import configure_cpu_threads, train_classifier
 from aimass.config import load_config
 from aimass.data.arrays import ImageSet, load_image_sets

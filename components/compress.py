@@ -2,11 +2,13 @@
 
 Candidates (choose with `compress.methods`):
     prune_unstructured  global magnitude pruning of conv/linear weights to a target sparsity, then fine-tuning
-    prune_channels      structured pruning (torch-pruning) that removes channels and hidden units, then fine-tuning
+    prune_channels      structured pruning through torch-pruning's dependency graph (channels, hidden units,
+                        residual groups of any architecture; the output layer kept), then fine-tuning
     quantize_int8       the teacher in int8: static post-training quantization of conv and linear layers with
                         torchao's PT2E flow (x86 inductor quantizer, calibrated on training images)
     quantize_dynamic_int8  the teacher with dynamic int8 linear layers (torchao); not a default method
-    distill             a smaller student trained on the teacher's temperature-softened outputs
+    distill             a smaller student (`compress.student`: the built-in CNN at the student widths, or a Hugging
+                        Face config) trained on the teacher's temperature-softened outputs
     distill_int8        that student, quantized as above
 
 A candidate whose technique fails (a model torch.export cannot capture, say) is reported as failed with its reason
@@ -30,14 +32,14 @@ import torch.nn.functional as F
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 from torch import nn
 
-from aimass.architecture import Signature, build_classifier, example_input, predict_logits
+from aimass.models.architecture import CNNClassifier, Signature, build_classifier, example_input, predict_logits
 from aimass.components.base import project_component
 from aimass.components.train import LossFunction, fit, plain_batches, select_device, smoothed_cross_entropy
 from aimass.config import AimassConfig, CompressConfig, ModelConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.integrity import read_verified_manifest, write_manifest
-from aimass.model_artifact import load_model, save_exported_model, save_model
+from aimass.models.artifact import load_model, save_exported_model, save_model
 from aimass.reports import markdown_table
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ class ModelProfile:
 
 # ---- building candidates ----
 
+# Fine-tuning and distillation train every layer at one rate, whatever the teacher's own training did.
+WHOLE_NETWORK = {"frozen_backbone_epochs": 0, "backbone_learning_rate_factor": 1.0}
+
+
 def fine_tune(model: nn.Module, config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
               spec: InputSpec, epochs: int) -> nn.Module:
     """A short, unaugmented training run of `model` at the compression learning rate."""
@@ -72,7 +78,7 @@ def fine_tune(model: nn.Module, config: AimassConfig, train_set: ImageSet, valid
         return model.eval()
     settings = config.train.model_copy(update={
         "steps": None, "epochs": epochs, "learning_rate": config.compress.finetune_learning_rate,
-        "early_stopping_patience": epochs, "compile": False})
+        "early_stopping_patience": epochs, "compile": False, **WHOLE_NETWORK})
     device = select_device(settings.device)
     tuned, _ = fit(model.to(device), settings, plain_batches(train_set, device, spec), train_set.labels,
                    validation_set, smoothed_cross_entropy(settings.label_smoothing), spec)
@@ -100,15 +106,46 @@ def finalize_unstructured(model: nn.Module) -> nn.Module:
     return model
 
 
-def prune_channels(model: nn.Module, sparsity: float, signature: Signature) -> tuple[nn.Module, ModelConfig]:
-    """Remove the `sparsity` share of channels/hidden units with the smallest L2 norm (the output layer kept)."""
+_PROJECTION_NAMES = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+
+
+def attention_projections(model: nn.Module) -> list[tuple[nn.Module, tuple[nn.Linear, nn.Linear, nn.Linear]]]:
+    """Multi-head attention modules (transformers' naming) with their query, key and value projections: pruned by
+    whole heads, so the per-head width the attention reshapes by stays valid."""
+    found = []
+    for module in model.modules():
+        for names in _PROJECTION_NAMES:
+            if hasattr(module, "num_attention_heads") and all(isinstance(getattr(module, name, None), nn.Linear)
+                                                              for name in names):
+                found.append((module, tuple(getattr(module, name) for name in names)))
+    return found
+
+
+def prune_channels(model: nn.Module, sparsity: float, signature: Signature) -> tuple[nn.Module, ModelConfig | None]:
+    """Remove the `sparsity` share of channels/hidden units with the smallest L2 norm (the output layer kept).
+
+    torch-pruning traces the model into a dependency graph, so layers coupled by a residual addition or a
+    concatenation lose the same channels, and attention loses whole heads. Returns the pruned model and, for the built-in CNN, its new widths (it
+    is rebuilt as a plain CNN of that shape); any other architecture returns None: its layers no longer match
+    any config, and it is saved as an exported program.
+    """
     import torch_pruning as tp
 
     example = example_input(signature)
     classifier = prunable_layers(model)[-1]
+    attention = attention_projections(model)
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=sparsity, ignored_layers=[classifier])
+                                  pruning_ratio=sparsity, ignored_layers=[classifier],
+                                  num_heads={projection: module.num_attention_heads
+                                             for module, projections in attention for projection in projections},
+                                  prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=sparsity)
     pruner.step()
+    for module, (query, _, _) in attention:
+        module.num_attention_heads = pruner.num_heads[query]  # whole heads went; each keeps its width
+    with torch.no_grad():
+        model.eval()(example)  # a graph torch-pruning could not follow fails here, not in a server
+    if not isinstance(model, CNNClassifier):
+        return model, None
     convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     hidden = prunable_layers(model)[-2]
     shape = ModelConfig(channels=tuple(conv.out_channels for conv in convs), hidden_units=hidden.out_features)
@@ -138,14 +175,22 @@ def teacher_logits(teacher: nn.Module, images: np.ndarray, spec: InputSpec, devi
 def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet, validation_set: ImageSet,
             signature: Signature) -> tuple[nn.Module, ModelConfig]:
     settings = config.compress
-    shape = ModelConfig(channels=settings.student_channels, hidden_units=settings.student_hidden_units,
-                        dropout=config.model.dropout)
+    shape = ModelConfig(architecture=settings.student, channels=settings.student_channels,
+                        hidden_units=settings.student_hidden_units, dropout=config.model.dropout)
     device = select_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    student = build_classifier(shape, signature).to(device)
+    if shape.is_built_in:
+        student = build_classifier(shape, signature)
+    else:
+        from aimass.models.huggingface import from_checkpoint
+
+        student, _ = from_checkpoint(shape.architecture, signature.class_names, signature.input_spec.model_shape[0],
+                                     pretrained=False)
+    student = student.to(device)
     spec = signature.input_spec
     soft_targets = teacher_logits(teacher.to(device), train_set.images, spec, device)
-    run = config.train.model_copy(update={"steps": None, "epochs": settings.distill_epochs, "compile": False})
+    run = config.train.model_copy(update={"steps": None, "epochs": settings.distill_epochs, "compile": False,
+                                          **WHOLE_NETWORK})
     loss = distillation_loss(soft_targets, settings.distill_temperature, settings.distill_weight)
     trained, _ = fit(student, run, plain_batches(train_set, device, spec), train_set.labels, validation_set, loss,
                      spec)
@@ -267,6 +312,7 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
     teacher_card = teacher_loaded.card
     train, validation = splits["train"], splits["validation"]
     signature = teacher_loaded.signature
+    teacher_shape = ModelConfig.model_validate(teacher_card["architecture"])  # as trained, whatever this config says
     calibration = to_model_input(train.images[:settings.calibration_images], signature.input_spec)
     fresh_teacher = lambda: load_model(teacher_dir).module  # noqa: E731 (each method mutates its own copy)
     built: dict[str, tuple[Path, tuple[int, int]]] = {}
@@ -275,6 +321,13 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
         save_model(output_dir / name, model, shape, signature, _candidate_card(teacher_card, name, FLOAT_BACKEND))
         built[name] = (output_dir / name, count_parameters(model))
         return model
+
+    def save_float_program(name: str, model: nn.Module) -> None:
+        """A float model whose layers match no config (a pruned checkpoint): saved as an exported program."""
+        program = _export(model.eval(), calibration[:2])
+        save_exported_model(output_dir / name, program, teacher_shape, signature,
+                            _candidate_card(teacher_card, name, FLOAT_BACKEND))
+        built[name] = (output_dir / name, count_parameters(model))
 
     def save_int8(name: str, model: nn.Module, shape: ModelConfig, dynamic: bool = False) -> None:
         program, backend = quantize_int8(model, calibration, dynamic)
@@ -292,13 +345,16 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
                 masked = prune_unstructured(fresh_teacher(), settings.unstructured_sparsity)
                 tuned = finalize_unstructured(fine_tune(masked, config, train, validation, signature.input_spec,
                                                         settings.finetune_epochs))
-                save_float(method, tuned, config.model)
+                save_float(method, tuned, teacher_shape)
             elif method == "prune_channels":
                 slim, shape = prune_channels(fresh_teacher(), settings.channel_sparsity, signature)
-                save_float(method, fine_tune(slim, config, train, validation, signature.input_spec,
-                                             settings.finetune_epochs), shape)
+                tuned = fine_tune(slim, config, train, validation, signature.input_spec, settings.finetune_epochs)
+                if shape is not None:
+                    save_float(method, tuned, shape)
+                else:
+                    save_float_program(method, tuned)
             elif method in ("quantize_int8", "quantize_dynamic_int8"):
-                save_int8(method, fresh_teacher(), config.model, dynamic=method == "quantize_dynamic_int8")
+                save_int8(method, fresh_teacher(), teacher_shape, dynamic=method == "quantize_dynamic_int8")
             elif method in ("distill", "distill_int8"):
                 student = student or distill(fresh_teacher(), config, train, validation, signature)
                 if method == "distill":

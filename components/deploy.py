@@ -21,12 +21,12 @@ import numpy as np
 from aimass.components.base import project_component
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from aimass.architecture import predict_probabilities
+from aimass.models.architecture import predict_probabilities
 from aimass.config import AimassConfig
 from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard
 from aimass.errors import AimassError
-from aimass.model_artifact import LoadedModel, load_model
+from aimass.models.artifact import LoadedModel, load_model
 from aimass.registry import open_registry
 from aimass.releases import ReleaseBackend, ReleaseError, Revision, open_release_backend
 from aimass.reports import markdown_table

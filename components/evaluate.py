@@ -15,13 +15,13 @@ import numpy as np
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
-from aimass.architecture import Signature, predict_probabilities
+from aimass.models.architecture import Signature, predict_probabilities
 from aimass.components.base import project_component
 from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_failures, read_profiles
 from aimass.config import AimassConfig, GateConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
-from aimass.model_artifact import CARD_FORMAT_VERSION, load_model
+from aimass.models.artifact import CARD_FORMAT_VERSION, load_model
 from aimass.reports import markdown_table
 
 

@@ -119,7 +119,7 @@ def run_trial(config: AimassConfig, splits_dir: Path, training_set_dir: Path | N
               params: dict[str, Any], history: list[TrialResult]) -> TrialResult:
     """Train with `params` for `hpo.trial_epochs` (no early stopping) and score the best validation accuracy;
     with pruning on, stop after an epoch whose accuracy is below the median of earlier trials at that epoch."""
-    from aimass.architecture import Signature
+    from aimass.models.architecture import Signature
     from aimass.components.train import train_classifier, training_split
     from aimass.data.card import SplitsCard
 

@@ -21,6 +21,7 @@ from aimass.config import AimassConfig, SplitConfig
 from aimass.data.arrays import distribute_rows, iter_row_chunks
 from aimass.data.card import SPLITS, DataCard, SplitsCard
 from aimass.data.decoding import decode_data_version, decoded_input_spec
+from aimass.models.checkpoint import model_preprocessing
 from aimass.data.profile import image_statistics, profile_split
 from aimass.data.versions import ensure_pinned_data, fetch_data_version
 from aimass.errors import DataVersionError
@@ -101,7 +102,7 @@ def _write_splits(config: AimassConfig, repo_dir: Path, data_md5: str, output_di
                   cache_root: Path) -> IngestResult:
     data_dir = repo_dir / config.data.dataset_dir
     card = DataCard.read(data_dir)
-    decoded = decode_data_version(data_dir, data_md5, config.data, cache_root)
+    decoded = decode_data_version(data_dir, data_md5, config.data, cache_root, model_preprocessing(config.model))
     source_labels = {split: np.load(decoded / f"{split}-labels.npy") for split in card.splits}
     plan = plan_splits(source_labels, config.split)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from kfp.dsl import Input, Model, Output
 from aimass.components.base import project_component
 from aimass.components.evaluate import chosen_model_dir
 from aimass.errors import GateRejectedError
-from aimass.model_artifact import load_model
+from aimass.models.artifact import load_model
 
 
 def bless(teacher_dir: Path, candidates_dir: Path, chosen: str, blessed_dir: Path) -> dict:

@@ -1,4 +1,7 @@
-"""train: fit the CNN on the train split, early-stopping on the validation split.
+"""train: fit the model (the built-in CNN or a Hugging Face checkpoint) on the train split, early-stopping on the
+validation split. The head and the backbone have their own peak learning rates (`train.backbone_learning_rate_factor`)
+and the backbone may stay frozen for the first `train.frozen_backbone_epochs`, as fine-tuning a pretrained checkpoint
+wants.
 
 On CUDA the whole split lives on the GPU and steps run under bf16 autocast in channels_last layout; on CPU the step
 uses one thread per CPU the process may run on. With `train.nproc > 1` the same loop runs in that many processes
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.architecture import Signature, build_classifier
+from aimass.models.architecture import Signature, build_model, split_parameters
 from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
@@ -32,7 +35,7 @@ from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
 from aimass.data.preprocess import InputSpec, normalize
 from aimass.lineage import Lineage
-from aimass.model_artifact import save_model
+from aimass.models.artifact import save_model
 from aimass.components.ingest import PROFILE_FILE
 from aimass.reports import html_page
 
@@ -62,6 +65,8 @@ class TrainResult:
     # With several processes: world size, backend, images each rank trained on in the first epoch, and whether the
     # ranks' shards were disjoint (checked on the indices themselves).
     distributed: dict | None = None
+    # Trained from a Hugging Face checkpoint: its source, whether its weights were loaded, and each file's sha256.
+    base_checkpoint: dict | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -122,6 +127,21 @@ def rank_shard(order: torch.Tensor, ranks: Ranks | None) -> torch.Tensor:
     return order if ranks is None else order[ranks.rank::ranks.world_size]
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The head at `learning_rate`, the backbone at `backbone_learning_rate_factor` of it (a model without a named
+    head, such as a pruned export, is one group)."""
+    if not hasattr(model, "head") or config.backbone_learning_rate_factor == 1.0:
+        return [{"params": list(model.parameters()), "lr": config.learning_rate}]
+    backbone, head = split_parameters(model)
+    return [{"params": head, "lr": config.learning_rate},
+            {"params": backbone, "lr": config.learning_rate * config.backbone_learning_rate_factor}]
+
+
+def freeze_backbone(model: nn.Module, frozen: bool) -> None:
+    for parameter in split_parameters(model)[0]:
+        parameter.requires_grad_(not frozen)
+
+
 class _StepRunner:
     """One optimisation step, set up once for the device: autocast, memory layout, optional torch.compile, and
     DistributedDataParallel when several processes train the model together."""
@@ -138,10 +158,11 @@ class _StepRunner:
             # Gradients are averaged across ranks during backward; evaluation uses the plain module (rank 0 only).
             self.train_forward = DistributedDataParallel(self.forward, device_ids=[device.index] if self.on_cuda
                                                          else None)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
+        groups = parameter_groups(model, config)
+        self.optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum,
                                          nesterov=config.momentum > 0, weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=config.learning_rate, total_steps=total_steps,
+            self.optimizer, max_lr=[group["lr"] for group in groups], total_steps=total_steps,
             pct_start=config.warmup_fraction, cycle_momentum=False)
         self.loss = loss
 
@@ -209,12 +230,16 @@ def train_classifier(config: AimassConfig, train_set: ImageSet, validation_set: 
     if ranks is not None and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))  # one GPU per process
         torch.cuda.set_device(device)
-    model = build_classifier(config.model, signature).to(device)  # the same initial weights on every rank
+    model, base_checkpoint = build_model(config.model, signature)  # the same initial weights on every rank
+    model = model.to(device)
     if ranks is not None:
         torch.manual_seed(config.train.seed + ranks.rank)  # but each rank its own augmentation draws
     spec = signature.input_spec
-    return fit(model, config.train, _batch_source(config, train_set, device, spec), train_set.labels, validation_set,
-               smoothed_cross_entropy(config.train.label_smoothing), spec, progress, ranks, on_epoch)
+    trained, result = fit(model, config.train, _batch_source(config, train_set, device, spec), train_set.labels,
+                          validation_set, smoothed_cross_entropy(config.train.label_smoothing), spec, progress, ranks,
+                          on_epoch)
+    result.base_checkpoint = base_checkpoint
+    return trained, result
 
 
 def plain_batches(train_set: ImageSet, device: torch.device, spec: InputSpec) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -253,6 +278,8 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     with _progress_bar(progress and leader, total_steps, quiet=not leader) as advance:
         for epoch in range(1, epochs + 1):
             epoch_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
+            if settings.frozen_backbone_epochs:
+                freeze_backbone(model, frozen=epoch <= settings.frozen_backbone_epochs)
             model.train()
             order = rank_shard(torch.randperm(len(train_y), device=device, generator=shuffle), ranks)
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -414,7 +441,8 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
                     "recommended_gate": data.recommended_gate},
         # The training split's statistics: the next data version's drift is measured against them.
         "data_profile": json.loads((splits_dir / PROFILE_FILE).read_text())["train"],
-        "lineage": lineage.to_dict(),
+        "lineage": {**lineage.to_dict(),
+                    **({"base_checkpoint": result.base_checkpoint} if result.base_checkpoint else {})},
         "training": result.to_dict(),
         "config": config.model_dump(mode="json"),
     })

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aimass.architecture import Signature
+from aimass.models.architecture import Signature
 from aimass.components.ingest import ingest
 from aimass.components.train import train
 from aimass.config import AimassConfig, load_config
@@ -124,6 +124,20 @@ def write_digits_folder(root: Path, count: int = 400, split_folders: bool = Fals
         folder.mkdir(parents=True, exist_ok=True)
         image.save(folder / f"digit-{index:04d}{suffix}")
     return root
+
+
+def save_tiny_resnet(folder, num_labels=5, size=32, resample=3, mean=(0.5, 0.4, 0.3), std=(0.5, 0.6, 0.7)):
+    """A small ResNet checkpoint (three channels, its own classes) with a ViT-style image processor."""
+    import torch
+    import transformers
+
+    config = transformers.ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
+                                       num_labels=num_labels)
+    torch.manual_seed(1)
+    transformers.ResNetForImageClassification(config).save_pretrained(folder)
+    transformers.ViTImageProcessorPil(size={"height": size, "width": size}, resample=resample, image_mean=list(mean),
+                                      image_std=list(std)).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from aimass.data.idx import idx_shape, read_idx_split
 from aimass.data.arrays import RowWriter, iter_row_chunks
 from aimass.data.preprocess import InputSpec, decode_files, imap_in_processes, preprocess_array
 from aimass.errors import ArtifactIntegrityError, DataVersionError
+from aimass.models.checkpoint import CheckpointPreprocessing, apply_preprocessing
 from aimass.integrity import read_verified_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ DECODED_FORMAT = 1
 FILES_PER_TASK = 256  # files one decoding task handles
 
 
-def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig) -> InputSpec:
-    """The model's input size and channels: as configured, or from the data when `auto` (grey-scale if every image
-    is; the common size if all share one, else the median shorter side, at most `data.max_auto_image_size`)."""
+def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig,
+                       checkpoint: CheckpointPreprocessing | None = None) -> InputSpec:
+    """The model's input size and channels: what a pretrained `checkpoint` fixes, else as configured, else from the
+    data when `auto` (grey-scale if every image is; the common size if all share one, else the median shorter side,
+    at most `data.max_auto_image_size`)."""
     if card.layout == "idx":  # the header says it all: a cached ingest need not decompress the images
         count, height, width = idx_shape(data_dir / card.idx_files["train"][0])
         sizes, channels = Counter({(width, height): count}), {1}
@@ -50,15 +53,18 @@ def resolve_input_spec(card: DataCard, data_dir: Path, settings: DataConfig) -> 
         side = int(min(stats.median(min(size) for size in sizes.elements()), settings.max_auto_image_size))
         height = width = side
     image_channels = (1 if channels == {1} else 3) if settings.channels == "auto" else settings.channels
-    return InputSpec(channels=image_channels, height=int(height), width=int(width), resize=settings.resize)
+    spec = InputSpec(channels=image_channels, height=int(height), width=int(width), resize=settings.resize)
+    return spec if checkpoint is None else apply_preprocessing(spec, checkpoint)
 
 
-def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cache_root: Path) -> Path:
+def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cache_root: Path,
+                        checkpoint: CheckpointPreprocessing | None = None) -> Path:
     """The decoded arrays of the data version in `data_dir` (whose DVC md5 is `data_md5`), from the cache or
-    decoded now. Returns the directory: `<split>-images.npy` (N, C, H, W), `-labels.npy`, `-sources.npy` (N, 3:
-    original width, height, channels) per split of the source, and a manifest holding the input spec."""
+    decoded now, at the input a pretrained `checkpoint` fixes, if any. Returns the directory: `<split>-images.npy`
+    (N, C, H, W), `-labels.npy`, `-sources.npy` (N, 3: original width, height, channels) per split of the source,
+    and a manifest holding the input spec."""
     card = DataCard.read(data_dir)
-    spec = resolve_input_spec(card, data_dir, settings)
+    spec = resolve_input_spec(card, data_dir, settings, checkpoint)
     key = hashlib.sha256(json.dumps({"md5": data_md5, "spec": spec.to_dict(), "format": DECODED_FORMAT},
                                     sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_root / key
@@ -73,7 +79,8 @@ def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cac
     with atomic_directory(cached) as staging:
         counts = _decode_idx(card, data_dir, spec, staging) if card.layout == "idx" else \
             _decode_files(data_dir, spec, staging)
-        spec = _with_training_statistics(spec, staging)
+        if not spec.mean:  # no checkpoint fixed them: the training split's own
+            spec = _with_training_statistics(spec, staging, checkpoint.channels if checkpoint else spec.channels)
         write_manifest(staging, {"kind": "aimass-decoded-images", "data_md5": data_md5, "splits": counts,
                                  "input_spec": spec.to_dict(), "format": DECODED_FORMAT})
     total = sum(counts.values())
@@ -124,8 +131,9 @@ def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -
     return counts
 
 
-def _with_training_statistics(spec: InputSpec, decoded_dir: Path) -> InputSpec:
-    """The spec with the per-channel mean and std of the training images (0..1 scale), accumulated in chunks."""
+def _with_training_statistics(spec: InputSpec, decoded_dir: Path, model_channels: int) -> InputSpec:
+    """The spec with the per-channel mean and std of the training images (0..1 scale), accumulated in chunks; a
+    grey statistic repeated for a model of three channels."""
     total, squares, count = np.zeros(spec.channels), np.zeros(spec.channels), 0
     for chunk in iter_row_chunks(decoded_dir / "train-images.npy"):
         unit = chunk.astype(np.float64) / 255.0
@@ -135,6 +143,7 @@ def _with_training_statistics(spec: InputSpec, decoded_dir: Path) -> InputSpec:
     pixels = max(count * spec.height * spec.width, 1)
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 0.0))
+    repeat = model_channels // spec.channels
     return InputSpec(spec.channels, spec.height, spec.width, spec.resize,
-                     mean=tuple(round(float(m), 6) for m in mean),
-                     std=tuple(round(max(float(s), 1e-3), 6) for s in std))
+                     mean=tuple(round(float(m), 6) for m in mean) * repeat,
+                     std=tuple(round(max(float(s), 1e-3), 6) for s in std) * repeat, resample=spec.resample)

@@ -8,8 +8,12 @@ Two steps, split where the data is stored:
             the mean and std are the training split's, recorded in the data card and the model card
 
 Resize modes (`data.resize`): `squash` stretches to the target size, `center-crop` scales the shorter side to fit
-and crops the centre, `pad` scales the longer side to fit and pads with black. All resample bilinearly with Pillow's
-antialiasing filter, so a large photo shrinks without aliasing.
+and crops the centre, `pad` scales the longer side to fit and pads with black. Resampling is bilinear unless a
+Hugging Face checkpoint's image processor names another filter; Pillow's filters antialias, so a large photo shrinks
+without aliasing.
+
+A model may take more channels than the images have: a grey image feeds a three-channel checkpoint by repeating its
+channel, in `normalize`, before the checkpoint's per-channel mean and std apply (as an RGB conversion would).
 
 This module imports only numpy and Pillow at the top (torch lazily): ingest's decoding worker processes import it.
 """
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
     import torch
 
 RESIZE_MODES = ("squash", "center-crop", "pad")
+RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
 # A decompression bomb (a small file that decodes to billions of pixels) is refused before it is decoded.
 DEFAULT_MAX_PIXELS = 64 * 2**20
 
@@ -38,19 +45,28 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model takes: images of `channels` x `height` x `width`, scaled with the training split's
-    per-channel `mean` and `std` (0..1 scale). Saved in the data card and in every model card."""
+    """What the model takes: images of `channels` x `height` x `width`, scaled with a per-channel `mean` and `std`
+    (0..1 scale): the training split's, or a pretrained checkpoint's. Saved in the data card and every model card.
+    `mean` and `std` may have more entries than `channels`: the model then takes that many channels (see
+    `normalize`)."""
 
-    channels: int  # 1 (grey) or 3 (RGB)
+    channels: int  # 1 (grey) or 3 (RGB): the stored images' and the server's uint8 tensor input's
     height: int
     width: int
     resize: str = "squash"
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    resample: str = "bilinear"  # a key of RESAMPLING
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Of the stored uint8 images."""
         return self.channels, self.height, self.width
+
+    @property
+    def model_shape(self) -> tuple[int, int, int]:
+        """Of the float tensor the model takes."""
+        return max(self.channels, len(self.mean)), self.height, self.width
 
     def to_dict(self) -> dict:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "dtype": "uint8"}
@@ -59,7 +75,7 @@ class InputSpec:
     def from_dict(cls, values: dict) -> InputSpec:
         return cls(channels=int(values["channels"]), height=int(values["height"]), width=int(values["width"]),
                    resize=values.get("resize", "squash"), mean=tuple(values.get("mean", ())),
-                   std=tuple(values.get("std", ())))
+                   std=tuple(values.get("std", ())), resample=values.get("resample", "bilinear"))
 
 
 def image_mode(channels: int) -> str:
@@ -100,7 +116,7 @@ def preprocess_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
     image = image.convert(image_mode(spec.channels))
     size = (spec.width, spec.height)
     if image.size != size:
-        resample = Image.Resampling.BILINEAR
+        resample = RESAMPLING[spec.resample]
         if spec.resize == "center-crop":
             image = ImageOps.fit(image, size, resample)
         elif spec.resize == "pad":
@@ -142,9 +158,12 @@ def unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch
 
 
 def normalize(unit_images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """0..1 images (N, C, H, W) -> the zero-centred inputs the model expects (per-channel mean and std)."""
+    """0..1 images (N, C, H, W) -> the zero-centred inputs the model expects (per-channel mean and std); a grey
+    image's channel repeated first when the model takes three."""
     import torch
 
+    if unit_images.shape[1] == 1 and len(spec.mean) > 1:
+        unit_images = unit_images.expand(-1, len(spec.mean), -1, -1)
     mean = torch.tensor(spec.mean, dtype=unit_images.dtype, device=unit_images.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=unit_images.dtype, device=unit_images.device).view(1, -1, 1, 1)
     return (unit_images - mean) / std

@@ -20,7 +20,7 @@ from aimass.config import AimassConfig, ServingConfig
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import sha256_file
-from aimass.model_artifact import EXPORT_FORMAT, load_model
+from aimass.models.artifact import is_quantized, load_model
 from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 from aimass.serving.errors import ServingError
@@ -47,9 +47,8 @@ class ServedModel:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
-def inference_device(wanted: str, weights_format: str) -> torch.device:
+def inference_device(wanted: str, int8: bool) -> torch.device:
     """`serving.device` for this model: int8 exports run x86 kernels, so only float models go to a GPU."""
-    int8 = weights_format == EXPORT_FORMAT
     if wanted == "cuda":
         if int8:
             raise ServingError("serving.device=cuda, but this is an int8 model, whose kernels run on the CPU only; "
@@ -69,10 +68,10 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     the reference (de)quantise ops and is about 10x slower at batch 1 than the compiled int8 kernels
     (docs/PERFORMANCE.md). Compiling takes seconds, all of it here, in the warm-up, before the swap."""
     loaded = load_model(model_dir)
-    weights_format = loaded.card.get("weights_format", "")
-    target = inference_device(device, weights_format)
+    int8 = is_quantized(loaded.card)
+    target = inference_device(device, int8)
     module = loaded.module if target.type == "cpu" else loaded.module.to(target)
-    if compile_quantized and weights_format == EXPORT_FORMAT:
+    if compile_quantized and int8:
         module = torch.compile(module, dynamic=True)
     signature = loaded.signature
     card = loaded.card

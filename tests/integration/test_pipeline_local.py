@@ -12,9 +12,9 @@ from aimass.config import load_config
 from aimass.data.fashion_mnist import CLASS_NAMES as FASHION_CLASSES
 from aimass.data.importing import import_dataset
 from aimass.data.versions import pinned_data_md5, track_data
-from aimass.model_artifact import load_model
+from aimass.models.artifact import load_model
 from aimass.pipelines.local_run import run_pipeline_locally
-from conftest import init_dvc_repo
+from conftest import init_dvc_repo, save_tiny_resnet
 
 pytestmark = pytest.mark.slow
 
@@ -195,6 +195,31 @@ def test_a_folder_of_images_becomes_a_deployed_model_that_answers_with_its_class
         image = {"name": "images", "shape": [1, 3, 16, 16], "datatype": "UINT8", "data": [0] * 768}
         answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
     assert answer["model_version"] == registry.resolve("production")
+    assert answer["outputs"][0]["data"][0] in card["class_names"]
+
+
+def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class_of_an_uploaded_image(
+        digits_folder, tmp_path):
+    import base64
+
+    import httpx
+
+    from aimass.serving import ReleaseSource, running_server
+
+    checkpoint = save_tiny_resnet(tmp_path / "checkpoint", size=24)
+    repo = repository_with(digits_folder, tmp_path)
+    config = load_config("tiny", [f"data.repo_dir={repo}", f"model.architecture=hf:{checkpoint}", "hpo.enabled=false",
+                                  "train.batch_size=32", "train.early_stopping_patience=100",
+                                  "compress.methods=[prune_channels,quantize_int8]", "gate.max_latency_ratio=100"])
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert result.succeeded, result.failed_step
+    card = load_model(Path(result.artifact("bless-model", "blessed")["uri"])).card
+    assert card["lineage"]["base_checkpoint"]["source"] == f"hf:{checkpoint}"
+    assert (card["input"]["height"], card["input"]["mean"]) == (24, [0.5, 0.4, 0.3])
+    upload = next((repo / "data" / "images").rglob("*.jpg")).read_bytes()
+    with running_server("digits", ReleaseSource(config, "digits"), config.serving) as server:
+        image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(upload).decode()]}
+        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
     assert answer["outputs"][0]["data"][0] in card["class_names"]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.architecture import build_classifier, predict_probabilities
+from aimass.models.architecture import build_classifier, predict_probabilities
 from aimass.components.compress import (
     DYNAMIC_INT8_BACKEND, _dynamic_int8, compress, distillation_loss, prunable_layers,
     prune_channels, prune_unstructured, quantize_int8, read_profiles)
@@ -14,7 +14,7 @@ from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError, ConfigError
 from aimass.integrity import write_manifest
 from aimass.data.preprocess import to_model_input
-from aimass.model_artifact import PROGRAM_FILE, load_model, save_exported_model
+from aimass.models.artifact import PROGRAM_FILE, load_model, save_exported_model
 from conftest import FORBID_UNPICKLING, GREY_28_TEN_CLASSES
 
 
@@ -68,8 +68,8 @@ def test_int8_artifact_reloads_in_a_fresh_process_without_pickle(int8_teacher_di
         "import torch\n"
         + FORBID_UNPICKLING +
         "from pathlib import Path\n"
-        "from aimass.model_artifact import load_model\n"
-        "from aimass.architecture import predict_probabilities\n"
+        "from aimass.models.artifact import load_model\n"
+        "from aimass.models.architecture import predict_probabilities\n"
         "loaded = load_model(Path(sys.argv[1]))\n"
         "images = np.load(sys.argv[2], allow_pickle=False)\n"
         "probabilities = predict_probabilities(loaded.module, images, loaded.signature.input_spec)\n"

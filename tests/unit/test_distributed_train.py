@@ -13,7 +13,7 @@ from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.distributed import DistributedTrainingError
 from aimass.lineage import Lineage
-from aimass.model_artifact import load_model
+from aimass.models.artifact import load_model
 
 LINEAGE = Lineage(data_md5="d" * 32 + ".dir", git_commit="c" * 40, run_id="r", run_name="r")
 

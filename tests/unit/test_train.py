@@ -10,7 +10,7 @@ from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError
 from aimass.data.preprocess import to_model_input
-from aimass.model_artifact import load_model
+from aimass.models.artifact import load_model
 from conftest import FORBID_UNPICKLING, TEST_LINEAGE
 
 
@@ -68,8 +68,8 @@ def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
     script = (
         "import pickle, sys, numpy as np, torch\n"
         + FORBID_UNPICKLING +
-        "from aimass.model_artifact import load_model\n"
-        "from aimass.architecture import predict_probabilities\n"
+        "from aimass.models.artifact import load_model\n"
+        "from aimass.models.architecture import predict_probabilities\n"
         "loaded = load_model(__import__('pathlib').Path(sys.argv[1]))\n"
         "images = np.load(sys.argv[2], allow_pickle=False)[:8]\n"
         "probabilities = predict_probabilities(loaded.module, images, loaded.signature.input_spec)\n"
@@ -79,7 +79,7 @@ def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
     np.save(test_images, tiny_splits["test"].images[:8])
     output = subprocess.run([sys.executable, "-c", script, str(trained[0]), str(test_images)],
                             capture_output=True, text=True, check=True).stdout.split()
-    from aimass.architecture import predict_probabilities
+    from aimass.models.architecture import predict_probabilities
 
     loaded = load_model(trained[0])
     expected = predict_probabilities(loaded.module, tiny_splits["test"].images[:8], loaded.signature.input_spec)

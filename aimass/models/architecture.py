@@ -1,5 +1,6 @@
-"""The built-in classifier (a small CNN for any input size and number of classes) and the signature every model
-carries: its input spec and class names, read from the data set and saved in the model card."""
+"""The models aimass trains (the built-in CNN for any input size and number of classes, or a Hugging Face checkpoint)
+and the signature every model carries: its input spec and class names, read from the data set and saved in the
+model card."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,13 +38,40 @@ class Signature:
         return cls(InputSpec.from_dict(card["input"]), tuple(card["class_names"]))
 
 
-def build_classifier(config: ModelConfig, signature: Signature) -> nn.Sequential:
+class CNNClassifier(nn.Sequential):
+    """The built-in CNN: a plain sequence of layers (its state dict keys are their indices)."""
+
+    @property
+    def head(self) -> nn.Module:
+        """The layers after the feature map is flattened."""
+        flatten = next(index for index, layer in enumerate(self) if isinstance(layer, nn.Flatten))
+        return self[flatten + 1:]
+
+
+def build_model(config: ModelConfig, signature: Signature) -> tuple[nn.Module, dict | None]:
+    """A fresh model of the configured architecture for `signature`, and (for a checkpoint) its lineage entry: the
+    source and the sha256 of its files."""
+    if config.is_built_in:
+        return build_classifier(config, signature), None
+    from aimass.models.huggingface import from_checkpoint
+
+    return from_checkpoint(config.architecture, signature.class_names, signature.input_spec.model_shape[0])
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(backbone, head) parameters: they may learn at different rates, and the backbone may be frozen at first."""
+    head = {id(parameter) for parameter in model.head.parameters()}
+    backbone = [parameter for parameter in model.parameters() if id(parameter) not in head]
+    return backbone, [parameter for parameter in model.parameters() if id(parameter) in head]
+
+
+def build_classifier(config: ModelConfig, signature: Signature) -> CNNClassifier:
     """Three conv blocks (the last two halve the resolution), then a two-layer head. ~1.7M parameters by default."""
     c1, c2, c3 = config.channels
     spec = signature.input_spec
     grid = (max(1, min(spec.height // 4, MAX_HEAD_GRID)), max(1, min(spec.width // 4, MAX_HEAD_GRID)))
-    return nn.Sequential(
-        nn.Conv2d(spec.channels, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+    return CNNClassifier(
+        nn.Conv2d(spec.model_shape[0], c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
         nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c2, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU(), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(grid),  # the identity when the input is at most 4 * MAX_HEAD_GRID on a side
@@ -55,7 +83,7 @@ def build_classifier(config: ModelConfig, signature: Signature) -> nn.Sequential
 
 def example_input(signature: Signature, batch: int = 2) -> torch.Tensor:
     """A zero batch of the model's input shape, for tracing and export."""
-    return torch.zeros(batch, *signature.input_spec.shape)
+    return torch.zeros(batch, *signature.input_spec.model_shape)
 
 
 @torch.inference_mode()

@@ -3,6 +3,8 @@ sha256 manifest. Never pickle.
 
 Layout of a model directory:
     model.safetensors  float models: the state dict (tensors only: loading cannot execute code)
+    config.json        Hugging Face models: beside model.safetensors (save_pretrained) and preprocessor_config.json,
+                       so the directory is itself a checkpoint for `model.architecture=hf:DIRECTORY`
     model.pt2          int8 models: a torch.export archive (graph as JSON, weights as raw tensor bytes); loading
                        refuses any archive entry that would need unpickling
     model.json         architecture, input normalisation, class names, lineage, metrics, resolved config
@@ -20,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from aimass.architecture import Signature, build_classifier
+from aimass.models.architecture import Signature, build_classifier
 from aimass.config import ModelConfig
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import read_verified_manifest, write_manifest
@@ -30,6 +32,7 @@ PROGRAM_FILE = "model.pt2"
 CARD_FILE = "model.json"
 CARD_FORMAT_VERSION = 2
 SAFETENSORS_FORMAT = "safetensors"
+TRANSFORMERS_FORMAT = "transformers-safetensors"
 EXPORT_FORMAT = "torch-export"
 
 
@@ -47,6 +50,11 @@ def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, si
                card: dict[str, Any]) -> dict:
     """Write a float model's weights, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
+    if not model_config.is_built_in:
+        from aimass.models.huggingface import save_network
+
+        save_network(module, directory, signature.input_spec)
+        return _write_card_and_manifest(directory, TRANSFORMERS_FORMAT, model_config, signature, card)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, signature, card)
@@ -78,6 +86,11 @@ def _write_card_and_manifest(directory: Path, weights_format: str, model_config:
     return write_manifest(directory, {"kind": "aimass-model"})
 
 
+def is_quantized(card: dict[str, Any]) -> bool:
+    """Whether the model's weights are int8 (a compression backend other than float32)."""
+    return card.get("compression", {}).get("backend", "float32") != "float32"
+
+
 def load_model(directory: Path) -> LoadedModel:
     """Rebuild the model from `directory` after verifying every file's sha256.
 
@@ -95,6 +108,10 @@ def load_model(directory: Path) -> LoadedModel:
         import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops int8 graphs call
 
         return LoadedModel(_InferenceProgram(torch.export.load(str(directory / PROGRAM_FILE)).module()), card)
+    if card["weights_format"] == TRANSFORMERS_FORMAT:
+        from aimass.models.huggingface import load_network
+
+        return LoadedModel(load_network(directory), card)
     module = build_classifier(ModelConfig.model_validate(card["architecture"]), Signature.of_model_card(card))
     module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     module.eval()

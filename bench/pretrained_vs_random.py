@@ -1,0 +1,136 @@
+"""Does bringing a pretrained checkpoint pay? The same small Hugging Face ResNet fine-tuned on 500 of scikit-learn's
+digits, once from weights aimass pretrained on Fashion-MNIST and once from random weights, with the same budget,
+preprocessing and seeds, side by side in one run.
+
+1. pretrain: aimass trains `hf:` a ResNet config (no weights) on the real Fashion-MNIST; the model it saves is a
+   Hugging Face checkpoint (save_pretrained + its image processor's settings);
+2. fine-tune: the digits (8x8 grey PNG files, 500 for training and validation, the other 1,297 as the test split)
+   from `hf:<that model>` and from `hf:<a folder with the same config.json and preprocessor_config.json, no
+   weights>`, `--seeds` times each; report test accuracy.
+
+Every step is the pipeline's own stage function (ingest, train), on the CPU.
+
+    python bench/pretrained_vs_random.py [--pretrain-steps 600] [--finetune-steps 60] [--seeds 3] [--keep DIR]
+
+With --keep, the Fashion-MNIST checkpoint and its splits stay in DIR, for bench/compression.py --teacher/--splits.
+"""
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aimass.components.ingest import ingest
+from aimass.components.train import train
+from aimass.config import load_config
+from aimass.data.arrays import load_image_sets
+from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR
+from aimass.data.importing import import_dataset
+from aimass.data.versions import track_data
+from aimass.lineage import Lineage
+from aimass.models.architecture import predict_probabilities
+from aimass.models.artifact import load_model
+
+LINEAGE = Lineage(data_md5="bench", git_commit="bench", run_id="bench", run_name="pretrained-vs-random")
+DIGITS_TRAIN = 500
+
+
+def dvc_repo(path: Path, source: Path) -> Path:
+    import subprocess
+
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True)
+    import_dataset(source, path / "data")
+    track_data(path)
+    return path
+
+
+def write_digits(root: Path) -> Path:
+    """The first 500 digits under train/, the other 1,297 under test/, as 8x8 grey PNG files."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+        folder = root / ("train" if index < DIGITS_TRAIN else "test") / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * (255 / 16)).astype(np.uint8)).save(folder / f"{index:04d}.png")
+    return root
+
+
+def resnet_config(folder: Path) -> Path:
+    from transformers import ResNetConfig
+
+    ResNetConfig(num_channels=1, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1],
+                 num_labels=2).save_pretrained(folder)
+    return folder
+
+
+def test_accuracy(model_dir: Path, splits_dir: Path) -> float:
+    loaded = load_model(model_dir)
+    test = load_image_sets(splits_dir)[0]["test"]
+    predictions = predict_probabilities(loaded.module, test.images, loaded.signature.input_spec).argmax(1)
+    return float((predictions == test.labels).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--finetune-steps", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="keep the Fashion-MNIST checkpoint and splits in this folder")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        fashion = dvc_repo(work / "fashion", DEFAULT_SOURCE_DIR)
+        pretrain = load_config("quick", [f"data.repo_dir={fashion}", f"model.architecture=hf:{resnet_config(work / 'config')}",
+                                         f"train.steps={args.pretrain_steps}", "train.early_stopping_patience=100"])
+        started = time.perf_counter()
+        ingest(pretrain, work / "fashion-splits")
+        result = train(pretrain, work / "fashion-splits", work / "fashion-resnet", LINEAGE)
+        pretrain_seconds = time.perf_counter() - started
+        print(f"pretrained on Fashion-MNIST: validation accuracy {result.best_validation_accuracy:.4f}, "
+              f"{pretrain_seconds:.0f} s ({args.pretrain_steps} steps)")
+
+        pretrained = work / "fashion-resnet"
+        random_init = work / "random-init"
+        random_init.mkdir()
+        for name in ("config.json", "preprocessor_config.json"):  # the same network and preprocessing, no weights
+            shutil.copy(pretrained / name, random_init / name)
+
+        digits = dvc_repo(work / "digits", write_digits(work / "digits-source"))
+        accuracies: dict[str, list[float]] = {"pretrained": [], "random": []}
+        for seed in range(args.seeds):
+            for name, checkpoint in (("pretrained", pretrained), ("random", random_init)):
+                config = load_config("quick", [
+                    f"data.repo_dir={digits}", f"model.architecture=hf:{checkpoint}", f"train.seed={seed}",
+                    f"split.seed={seed}", f"train.steps={args.finetune_steps}", "train.batch_size=32",
+                    "train.early_stopping_patience=100", "train.learning_rate=0.05"])
+                splits = work / f"digits-splits-{seed}"
+                if not splits.exists():
+                    ingest(config, splits)
+                model_dir = work / f"digits-{name}-{seed}"
+                train(config, splits, model_dir, LINEAGE)
+                accuracies[name].append(test_accuracy(model_dir, splits))
+                print(f"seed {seed} {name:>10}: test accuracy {accuracies[name][-1]:.4f}")
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name in ("fashion-resnet", "fashion-splits"):
+                shutil.copytree(work / name, args.keep / name, dirs_exist_ok=True)
+
+    summary = {name: {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4),
+                      "max": round(max(values), 4)} for name, values in accuracies.items()}
+    summary["gain_points"] = round(100 * (summary["pretrained"]["mean"] - summary["random"]["mean"]), 2)
+    summary.update({"digits_train_and_validation": DIGITS_TRAIN, "finetune_steps": args.finetune_steps,
+                    "pretrain_steps": args.pretrain_steps, "seeds": args.seeds})
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
