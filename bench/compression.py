@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     teacher = args.teacher or newest("runs/*/*/train-component/model")
     splits = args.splits or teacher.parent.parent / "ingest-component" / "splits"
-    config = load_config("quick", args.overrides)
+    config = load_config("quick", ["compress.time_every_candidate=true", *args.overrides])
 
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()

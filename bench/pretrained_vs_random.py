@@ -12,7 +12,8 @@ Every step is the pipeline's own stage function (ingest, train), on the CPU.
 
     python bench/pretrained_vs_random.py [--pretrain-steps 600] [--finetune-steps 60] [--seeds 3] [--keep DIR]
 
-With --keep, the Fashion-MNIST checkpoint and its splits stay in DIR, for bench/compression.py --teacher/--splits.
+With --keep, the Fashion-MNIST checkpoint and its splits stay in DIR, for bench/compression.py --teacher/--splits
+(`--seeds 0 --hidden-sizes 64,128,256 --pretrain-steps 1260 --keep DIR`: a larger ResNet, pretraining only).
 """
 import argparse
 import json
@@ -64,10 +65,10 @@ def write_digits(root: Path) -> Path:
     return root
 
 
-def resnet_config(folder: Path) -> Path:
+def resnet_config(folder: Path, hidden_sizes: list[int]) -> Path:
     from transformers import ResNetConfig
 
-    ResNetConfig(num_channels=1, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1],
+    ResNetConfig(num_channels=1, embedding_size=hidden_sizes[0], hidden_sizes=hidden_sizes, depths=[1, 1, 1],
                  num_labels=2).save_pretrained(folder)
     return folder
 
@@ -84,12 +85,14 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--hidden-sizes", default="32,64,128", help="the ResNet's stage widths")
     parser.add_argument("--keep", type=Path, help="keep the Fashion-MNIST checkpoint and splits in this folder")
     args = parser.parse_args()
+    widths = [int(width) for width in args.hidden_sizes.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         fashion = dvc_repo(work / "fashion", DEFAULT_SOURCE_DIR)
-        pretrain = load_config("quick", [f"data.repo_dir={fashion}", f"model.architecture=hf:{resnet_config(work / 'config')}",
+        pretrain = load_config("quick", [f"data.repo_dir={fashion}", f"model.architecture=hf:{resnet_config(work / 'config', widths)}",
                                          f"train.steps={args.pretrain_steps}", "train.early_stopping_patience=100"])
         started = time.perf_counter()
         ingest(pretrain, work / "fashion-splits")
@@ -124,6 +127,8 @@ def main() -> None:
             for name in ("fashion-resnet", "fashion-splits"):
                 shutil.copytree(work / name, args.keep / name, dirs_exist_ok=True)
 
+    if not args.seeds:
+        return  # pretraining only (--keep), e.g. a teacher for bench/compression.py
     summary = {name: {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4),
                       "max": round(max(values), 4)} for name, values in accuracies.items()}
     summary["gain_points"] = round(100 * (summary["pretrained"]["mean"] - summary["random"]["mean"]), 2)

@@ -33,19 +33,19 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 from torch import nn
 
 from aimass.models.architecture import CNNClassifier, Signature, build_classifier, example_input, predict_logits
+from aimass.progress import report as report_progress
 from aimass.components.base import project_component
 from aimass.components.train import LossFunction, fit, plain_batches, select_device, smoothed_cross_entropy
-from aimass.config import AimassConfig, CompressConfig, ModelConfig
+from aimass.config import AimassConfig, CompressConfig, GateConfig, ModelConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.integrity import read_verified_manifest, write_manifest
-from aimass.models.artifact import load_model, save_exported_model, save_model
+from aimass.models.artifact import TEACHER, compile_for_inference, load_model, save_exported_model, save_model
 from aimass.reports import markdown_table
 
 log = logging.getLogger(__name__)
 PROFILES_FILE = "profiles.json"
 FAILURES_FILE = "failures.json"
-TEACHER = "teacher"
 FLOAT_BACKEND = "float32"
 STATIC_INT8_BACKEND = "pt2e-x86-inductor-static-int8"
 DYNAMIC_INT8_BACKEND = "torchao-dynamic-int8-linear"
@@ -59,10 +59,10 @@ class ModelProfile:
     nonzero_parameters: int
     size_bytes: int  # model directory on disk
     accuracy: float  # on the validation split
-    latency_p50_ms: float  # batch 1, CPU
-    latency_p99_ms: float
-    throughput_b64: float  # images/s at batch 64, CPU
-    runtime: str  # eager or inductor (torch.compile)
+    latency_p50_ms: float | None  # batch 1, CPU; None: not timed, the size gate rules it out
+    latency_p99_ms: float | None
+    throughput_b64: float | None  # images/s at batch 64, CPU
+    runtime: str  # eager or inductor (torch.compile); "not timed"
 
 
 # ---- building candidates ----
@@ -281,24 +281,34 @@ def time_model(model, inputs: torch.Tensor, latency_runs: int, throughput_runs: 
 
 
 def profile_model(name: str, model_dir: Path, counts: tuple[int, int], validation: ImageSet,
-                  settings: CompressConfig) -> ModelProfile:
-    """Load the saved model back (what a server would run) and measure it on the validation split."""
+                  settings: CompressConfig, timed: bool = True) -> ModelProfile:
+    """Load the saved model back (what a server would run) and measure it on the validation split; its latency and
+    throughput only when `timed`."""
     loaded = load_model(model_dir)
     backend = loaded.card.get("compression", {}).get("backend", FLOAT_BACKEND)
     spec = loaded.signature.input_spec
     module = loaded.module
     runtime = "eager"
-    if backend != FLOAT_BACKEND and settings.int8_runtime == "inductor":
-        module, runtime = torch.compile(module), "inductor"  # int8 kernels exist only in inductor's lowering
+    if backend != FLOAT_BACKEND and settings.int8_runtime == "inductor" and timed:
+        # int8 kernels exist only in inductor's lowering; dynamic: one compilation serves every batch size
+        module, runtime = compile_for_inference(module), "inductor"
     with torch.inference_mode():
         predictions = np.concatenate([
             module(to_model_input(validation.images[start:start + 512], spec)).argmax(1).numpy()
             for start in range(0, len(validation), 512)])
     accuracy = float((predictions == validation.labels).mean())
+    if not timed:
+        return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, None, None,
+                            None, "not timed")
     inputs = to_model_input(validation.images[:256], spec)
     p50, p99, throughput = time_model(module, inputs, settings.latency_runs, settings.throughput_runs)
     return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, p50, p99,
                         throughput, runtime)
+
+
+def could_pass_size_gate(candidate_dir: Path, teacher_dir: Path, gate: GateConfig) -> bool:
+    """Timing a candidate (compiling an int8 one first) costs seconds; one the size gate rejects anyway need not be."""
+    return directory_bytes(teacher_dir) / directory_bytes(candidate_dir) >= gate.min_size_ratio
 
 
 # ---- the stage ----
@@ -338,7 +348,8 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
     output_dir.mkdir(parents=True, exist_ok=True)
     student: tuple[nn.Module, ModelConfig] | None = None
     failures: dict[str, str] = {}
-    for method in settings.methods:
+    for number, method in enumerate(settings.methods, 1):
+        report_progress(f"candidate {number}/{len(settings.methods)}: {method}")
         started = time.perf_counter()
         try:
             if method == "prune_unstructured":
@@ -369,10 +380,13 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
             continue
         log.info("built %s in %.1f s", method, time.perf_counter() - started)
 
+    report_progress(f"profiling the teacher and {len(built)} candidates")
     teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), validation,
                                     settings)
-    profiles = [teacher_profile] + [profile_model(name, path, counts, validation, settings)
-                                    for name, (path, counts) in built.items()]
+    profiles = [teacher_profile] + [
+        profile_model(name, path, counts, validation, settings,
+                      timed=settings.time_every_candidate or could_pass_size_gate(path, teacher_dir, config.gate))
+        for name, (path, counts) in built.items()]
     (output_dir / PROFILES_FILE).write_text(json.dumps([asdict(p) for p in profiles], indent=2) + "\n")
     (output_dir / FAILURES_FILE).write_text(json.dumps(failures, indent=2, sort_keys=True) + "\n")
     write_manifest(output_dir, {"kind": "aimass-compression-candidates"})
@@ -410,12 +424,16 @@ def failures_markdown(failures: dict[str, str]) -> str:
 
 def profiles_markdown(profiles: list[ModelProfile]) -> str:
     teacher = profiles[0]
+    def timing(value: float | None, form: str) -> str:
+        return "—" if value is None else format(value, form)  # not timed: the size gate rules it out
+
+    speed_up = {p.name: p.throughput_b64 / teacher.throughput_b64 if p.throughput_b64 else None for p in profiles}
     rows = [(p.name, p.backend, p.parameters, p.nonzero_parameters, f"{p.size_bytes / 1024:.0f}",
-             f"{teacher.size_bytes / p.size_bytes:.2f}x", f"{p.accuracy:.4f}", f"{p.latency_p50_ms:.3f}",
-             f"{p.latency_p99_ms:.3f}", f"{p.throughput_b64:.0f}",
-             f"{p.throughput_b64 / teacher.throughput_b64:.2f}x", p.runtime) for p in profiles]
+             f"{teacher.size_bytes / p.size_bytes:.2f}x", f"{p.accuracy:.4f}", timing(p.latency_p50_ms, ".3f"),
+             timing(p.latency_p99_ms, ".3f"), timing(p.throughput_b64, ".0f"), timing(speed_up[p.name], ".2f"),
+             p.runtime) for p in profiles]
     headers = ["model", "backend", "params", "non-zero", "KiB", "smaller", "val. accuracy", "p50 ms (b1)", "p99 ms (b1)",
-               "img/s (b64)", "speed-up (b64)", "runtime"]
+               "img/s (b64)", "speed-up (b64, x)", "runtime"]
     return "# Compression candidates\n\n" + markdown_table(headers, rows)
 
 
@@ -432,15 +450,18 @@ def compress_component(config_json: str, model: Input[Model], splits: Input[Data
         metrics: accuracy, size, latency and throughput per model.
         report: the side-by-side table as Markdown.
     """
+    import logging
     from pathlib import Path
 
     from aimass.components.compress import compress, failures_markdown, profiles_markdown, read_failures
     from aimass.config import AimassConfig
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # each candidate's build time and any failure
     profiles = compress(AimassConfig.from_json(config_json), Path(model.path), Path(splits.path),
                         Path(candidates.path))
     for profile in profiles:
         for field in ("accuracy", "size_bytes", "latency_p50_ms", "latency_p99_ms", "throughput_b64"):
-            metrics.log_metric(f"{profile.name}_{field}", getattr(profile, field))
+            if getattr(profile, field) is not None:  # not timed: ruled out by its size
+                metrics.log_metric(f"{profile.name}_{field}", getattr(profile, field))
     Path(report.path).write_text(profiles_markdown(profiles) + failures_markdown(read_failures(Path(candidates.path))))
     candidates.metadata.update({**model.metadata, "candidates": [p.name for p in profiles[1:]]})

@@ -17,11 +17,11 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from aimass.models.architecture import Signature, predict_probabilities
 from aimass.components.base import project_component
-from aimass.components.compress import TEACHER, ModelProfile, profiles_markdown, read_failures, read_profiles
+from aimass.components.compress import ModelProfile, profiles_markdown, read_failures, read_profiles
 from aimass.config import AimassConfig, GateConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
-from aimass.models.artifact import CARD_FORMAT_VERSION, load_model
+from aimass.models.artifact import CARD_FORMAT_VERSION, TEACHER, chosen_model_dir, load_model
 from aimass.reports import markdown_table
 
 
@@ -133,13 +133,13 @@ def choose_candidate(teacher: ModelProfile, candidates: list[ModelProfile], gate
     for candidate in candidates:
         drop = teacher.accuracy - candidate.accuracy
         ratio = teacher.size_bytes / candidate.size_bytes
-        latency = candidate.latency_p50_ms / teacher.latency_p50_ms
+        latency = candidate.latency_p50_ms / teacher.latency_p50_ms if candidate.latency_p50_ms else None
         problems = []
         if drop > gate.max_accuracy_drop:
             problems.append(f"accuracy drop {100 * drop:.2f} points exceeds {100 * gate.max_accuracy_drop:.2f}")
         if ratio < gate.min_size_ratio:
             problems.append(f"only {ratio:.2f}x smaller, needs {gate.min_size_ratio:.2f}x")
-        if latency > gate.max_latency_ratio:
+        if latency is not None and latency > gate.max_latency_ratio:
             problems.append(f"batch-1 p50 latency {candidate.latency_p50_ms:.3f} ms is {latency:.2f}x the "
                             f"teacher's {teacher.latency_p50_ms:.3f} ms (limit {gate.max_latency_ratio:.2f}x)")
         if problems:
@@ -165,10 +165,6 @@ class EvaluationOutcome:
 
     def markdown(self) -> str:
         return evaluation_markdown(self)
-
-
-def chosen_model_dir(teacher_dir: Path, candidates_dir: Path, chosen: str) -> Path:
-    return teacher_dir if chosen == TEACHER else candidates_dir / chosen
 
 
 def evaluate(config: AimassConfig, teacher_dir: Path, candidates_dir: Path, splits_dir: Path) -> EvaluationOutcome:

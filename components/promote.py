@@ -9,9 +9,8 @@ from pathlib import Path
 from kfp.dsl import Input, Model, Output
 
 from aimass.components.base import project_component
-from aimass.components.evaluate import chosen_model_dir
 from aimass.errors import GateRejectedError
-from aimass.models.artifact import load_model
+from aimass.models.artifact import chosen_model_dir, load_model
 
 
 def bless(teacher_dir: Path, candidates_dir: Path, chosen: str, blessed_dir: Path) -> dict:

@@ -34,6 +34,7 @@ CARD_FORMAT_VERSION = 2
 SAFETENSORS_FORMAT = "safetensors"
 TRANSFORMERS_FORMAT = "transformers-safetensors"
 EXPORT_FORMAT = "torch-export"
+TEACHER = "teacher"  # the trained model, beside compress's candidates (each named by its method)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ def _write_card_and_manifest(directory: Path, weights_format: str, model_config:
     return write_manifest(directory, {"kind": "aimass-model"})
 
 
+def chosen_model_dir(teacher_dir: Path, candidates_dir: Path, chosen: str) -> Path:
+    """Where the model the gate chose lives: the teacher's directory or its candidate's."""
+    return teacher_dir if chosen == TEACHER else candidates_dir / chosen
+
+
 def is_quantized(card: dict[str, Any]) -> bool:
     """Whether the model's weights are int8 (a compression backend other than float32)."""
     return card.get("compression", {}).get("backend", "float32") != "float32"
@@ -132,6 +138,18 @@ class _InferenceProgram(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.program(inputs)
+
+
+def compile_for_inference(module: nn.Module) -> nn.Module:
+    """The model under torch.compile (inductor), for any batch size: int8 kernels exist only in its lowering.
+
+    An exported program is compiled itself, not through the wrapper: every wrapper shares one `forward`, and dynamo
+    keeps at most `recompile_limit` (8) compilations per function, so a process that loads model after model (a
+    server following releases, compress profiling candidates) would silently fall back to eager execution, about
+    10x slower at batch 1, after a few models. Each exported graph has a `forward` of its own."""
+    if isinstance(module, _InferenceProgram):
+        return _InferenceProgram(torch.compile(module.program, dynamic=True))
+    return torch.compile(module, dynamic=True)
 
 
 def _refuse_pickled_entries(archive: Path) -> None:

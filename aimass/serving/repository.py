@@ -20,7 +20,7 @@ from aimass.config import AimassConfig, ServingConfig
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import sha256_file
-from aimass.models.artifact import is_quantized, load_model
+from aimass.models.artifact import compile_for_inference, is_quantized, load_model
 from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 from aimass.serving.errors import ServingError
@@ -72,7 +72,7 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     target = inference_device(device, int8)
     module = loaded.module if target.type == "cpu" else loaded.module.to(target)
     if compile_quantized and int8:
-        module = torch.compile(module, dynamic=True)
+        module = compile_for_inference(module)
     signature = loaded.signature
     card = loaded.card
     # A compressed model's card carries its teacher's training record, not a validation score of its own.

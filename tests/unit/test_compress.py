@@ -113,17 +113,31 @@ def test_distillation_loss_is_zero_when_the_student_copies_the_teacher():
     assert loss(teacher_logits.clone(), torch.zeros(8, dtype=torch.long), torch.arange(8)).abs() < 1e-6
 
 
-def test_compress_builds_and_profiles_every_method_beside_the_teacher(tiny_config, tiny_teacher, tiny_splits_dir,
-                                                                      tmp_path):
+@pytest.fixture(scope="module")
+def every_candidate(tiny_config, tiny_teacher, tiny_splits_dir, tmp_path_factory):
     config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "compress.distill_epochs=1"])
-    profiles = compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
+    output = tmp_path_factory.mktemp("every-candidate") / "candidates"
+    return config, compress(config, tiny_teacher[0], tiny_splits_dir, output), output
+
+
+def test_compress_builds_and_profiles_every_method_beside_the_teacher(every_candidate):
+    config, profiles, output = every_candidate
     assert [p.name for p in profiles] == ["teacher", *config.compress.methods]
-    assert read_profiles(tmp_path / "candidates") == profiles
+    assert read_profiles(output) == profiles
     by_name = {p.name: p for p in profiles}
     assert by_name["prune_unstructured"].nonzero_parameters < 0.25 * by_name["teacher"].parameters
     assert by_name["distill_int8"].size_bytes < by_name["teacher"].size_bytes / 8
     for name in config.compress.methods:
-        load_model(tmp_path / "candidates" / name)  # every candidate verifies and loads
+        load_model(output / name)  # every candidate verifies and loads
+
+
+def test_only_candidates_that_can_pass_the_size_gate_are_timed(every_candidate):
+    _, profiles, _ = every_candidate
+    by_name = {p.name: p for p in profiles}
+    dense = by_name["prune_unstructured"]  # zeros stored densely: as large as the teacher
+    assert (dense.latency_p50_ms, dense.throughput_b64, dense.runtime) == (None, None, "not timed")
+    assert dense.accuracy > 0  # still scored, for the report
+    assert by_name["distill_int8"].latency_p50_ms > 0 and by_name["teacher"].latency_p50_ms > 0
 
 
 @pytest.mark.parametrize("override, message", [
@@ -142,9 +156,24 @@ def test_a_served_int8_model_is_compiled_and_answers_as_the_eager_one(int8_teach
 
     compiled = load_served_model("m", "v1", None, int8_teacher_dir, compile_quantized=True)
     eager = load_served_model("m", "v1", None, int8_teacher_dir, compile_quantized=False)
-    assert type(compiled.module).__name__ == "OptimizedModule"
+    assert type(compiled.module.program).__name__ == "OptimizedModule"
     agreement = (compiled.predict(test_images[:64]).argmax(1) == eager.predict(test_images[:64]).argmax(1)).mean()
     assert agreement >= 0.98  # int8 kernels round differently from the reference ops on a few borderline images
+
+
+def test_a_process_loading_model_after_model_keeps_compiling_each_one(int8_teacher_dir, monkeypatch):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from aimass.serving import load_served_model
+
+    # dynamo compiles one function at most recompile_limit times, then runs it eagerly: were every model's forward
+    # the same function, a server following releases would fall back to eager int8 (~10x slower) after a few
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    torch._dynamo.reset()
+    for version in range(3):
+        load_served_model("m", f"v{version}", None, int8_teacher_dir, compile_quantized=True)
+    assert counters["stats"]["unique_graphs"] >= 3 * 2  # batch 1, and every other batch size, for each model
 
 
 def test_a_failing_technique_is_reported_with_its_reason_and_the_others_go_on(tiny_config, tiny_teacher,
