@@ -323,7 +323,7 @@ def _run(args: argparse.Namespace) -> int:
     from aimass.data.versions import ensure_pinned_data
     from aimass.lineage import current_git_commit
     from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
-    from aimass.run_summary import print_run_summary, print_step
+    from aimass.run_summary import LiveRunView, print_run_summary
 
     repo = args.repo.resolve()
     config = _load_config(args, repo)
@@ -331,8 +331,9 @@ def _run(args: argparse.Namespace) -> int:
     ensure_pinned_data(repo, config.data.dvc_file)
     DataCard.read(repo / config.data.dataset_dir)
     pipeline_root = args.pipeline_root or timestamped_root(repo / "runs")
-    result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo), verbose=args.verbose,
-                                  on_step=print_step)
+    with LiveRunView() as view:
+        result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo), verbose=args.verbose,
+                                      watcher=view)
     print_run_summary(result)
     if args.summary_markdown is not None:
         from aimass.run_summary import markdown_run_summary
@@ -611,6 +612,7 @@ def _lineage(args: argparse.Namespace) -> int:
     rows = [("data version (DVC md5)", lineage.get("data_md5", "unknown")),
             ("git commit", lineage.get("git_commit", "unknown")),
             ("pipeline run", f"{lineage.get('run_name', 'unknown')} (id {lineage.get('run_id', 'unknown')})"),
+            ("base checkpoint", _describe_checkpoint(lineage.get("base_checkpoint"))),
             ("parent version", record.parent_version or "none"),
             ("gate metrics", ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.metrics.items())) or "none"),
             ("created", record.created_at)]
@@ -621,6 +623,15 @@ def _lineage(args: argparse.Namespace) -> int:
     for label, value in rows:
         print(f"  {label:<22} {value}")
     return 0
+
+
+def _describe_checkpoint(checkpoint: dict | None) -> str:
+    """Where a model's pretrained weights came from: `hf:SOURCE (pretrained weights), FILE sha256 DIGEST, ...`."""
+    if not checkpoint:
+        return "none (the built-in CNN, from random weights)"
+    files = ", ".join(f"{name} sha256 {digest}" for name, digest in sorted(checkpoint["files"].items()))
+    weights = "pretrained weights" if checkpoint["pretrained"] else "random weights"
+    return f"{checkpoint['source']} ({weights}); {files}"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from aimass.atomic import atomic_directory
 from aimass.errors import AimassError, ArtifactIntegrityError
@@ -41,7 +42,7 @@ class ModelVersion:
     version: str  # v1, v2, ...
     created_at: str  # UTC, ISO 8601
     files: dict[str, str]  # relative path -> sha256
-    lineage: dict[str, str] = field(default_factory=dict)  # data md5, git commit, run id/name
+    lineage: dict[str, Any] = field(default_factory=dict)  # data md5, git commit, run id/name, base checkpoint
     metrics: dict[str, float] = field(default_factory=dict)
     parent_version: str | None = None
 

@@ -5,22 +5,57 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aimass import terminal
-from aimass.pipelines.local_run import LocalRunResult, StepRecord
+from aimass.pipelines.local_run import LocalRunResult, StepRecord, StepWatcher
 from aimass.reports import markdown_table
 
 _STATUS_STYLE = {"SUCCESS": "green", "FAILURE": "bold red", "not run": "dim"}
 
 
-def print_step(step: StepRecord, console: Console | None = None) -> None:
-    """One line as each step finishes: status, seconds and, when it failed, its own reason and its log."""
-    console = console or terminal.console()
+def step_line(step: StepRecord) -> str:
+    """A finished step: status, seconds and, when it failed, its own reason and its log."""
     line = f"{step.name:<22} [{_STATUS_STYLE.get(step.status, 'bold')}]{step.status:<8}[/] {step.seconds or 0:7.1f} s"
     if step.status == "FAILURE":
         line += f"  {step.last_error_line()}  (log: {step.log})"
-    console.print(line, highlight=False, soft_wrap=True)
+    return line
+
+
+class LiveRunView(StepWatcher):
+    """`aimass run`'s view of a run: on a terminal, one live line per running step (its elapsed time and latest
+    progress, such as the epoch and images/s or the candidate being built), replaced by the step's final line when
+    it finishes; elsewhere (CI logs, pipes) only the final lines, so a log stays short."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or terminal.console()
+        self.live: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> LiveRunView:
+        if self.console.is_terminal:
+            self.live = Progress(TextColumn("{task.fields[step]:<22} [yellow]running[/] "), TimeElapsedColumn(),
+                                 TextColumn("{task.description}"), console=self.console, transient=True)
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def started(self, step: str) -> None:
+        if self.live is not None:
+            self.tasks[step] = self.live.add_task("", total=None, step=step)
+
+    def progressed(self, step: str, text: str) -> None:
+        if self.live is not None and step in self.tasks:
+            self.live.update(self.tasks[step], description=text)
+
+    def finished(self, step: StepRecord) -> None:
+        if self.live is not None and step.name in self.tasks:
+            self.live.remove_task(self.tasks.pop(step.name))
+        self.console.print(step_line(step), highlight=False, soft_wrap=True)
 
 
 def print_run_summary(result: LocalRunResult, console: Console | None = None) -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.models.architecture import Signature, build_model, split_parameters
+from aimass.progress import report as report_progress
 from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
@@ -35,6 +35,7 @@ from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
 from aimass.data.preprocess import InputSpec, normalize
 from aimass.lineage import Lineage
+from aimass.models.architecture import Signature, build_model, split_parameters
 from aimass.models.artifact import save_model
 from aimass.components.ingest import PROFILE_FILE
 from aimass.reports import html_page
@@ -275,7 +276,7 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
                          best_validation_accuracy=-1.0, stopped_early=False)
     best_state = copy.deepcopy(model.state_dict())
     leader = ranks is None or ranks.is_first
-    with _progress_bar(progress and leader, total_steps, quiet=not leader) as advance:
+    with _progress_bar(progress and leader, total_steps, quiet=not leader, images_per_step=batch_size) as advance:
         for epoch in range(1, epochs + 1):
             epoch_steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
             if settings.frozen_backbone_epochs:
@@ -304,6 +305,8 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
                 log.info("epoch %d/%d: train loss %.4f acc %.4f | validation loss %.4f acc %.4f | %.0f images/s",
                          epoch, epochs, train_loss, train_accuracy, val_loss, val_accuracy,
                          record.images_per_second)
+                report_progress(f"epoch {epoch}/{epochs} done, validation accuracy {val_accuracy:.4f}, "
+                                f"{record.images_per_second:.0f} images/s")
             if val_accuracy > result.best_validation_accuracy:
                 result.best_epoch, result.best_validation_accuracy = epoch, val_accuracy
                 best_state = copy.deepcopy(model.state_dict())
@@ -355,8 +358,9 @@ class _progress_bar:
     """Progress over optimisation steps: a rich bar on a terminal; elsewhere (KFP logs, kfp.local's piped output,
     where a bar would arrive only at the end) a log line at every tenth of the run; nothing on ranks other than 0."""
 
-    def __init__(self, enabled: bool, total_steps: int, quiet: bool = False):
+    def __init__(self, enabled: bool, total_steps: int, quiet: bool = False, images_per_step: int = 0):
         self.enabled, self.total_steps, self.quiet = enabled, total_steps, quiet
+        self.images_per_step = images_per_step
 
     def __enter__(self):
         if self.quiet:
@@ -377,8 +381,10 @@ class _progress_bar:
             nonlocal done
             done += 1
             if done % interval == 0 or done == self.total_steps:
-                log.info("step %d/%d (%.0f%%), %.0f s", done, self.total_steps, 100 * done / self.total_steps,
-                         time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                log.info("step %d/%d (%.0f%%), %.0f s", done, self.total_steps, 100 * done / self.total_steps, seconds)
+                report_progress(f"step {done}/{self.total_steps}, "
+                                f"{done * self.images_per_step / max(seconds, 1e-9):.0f} images/s")
 
         return advance
 

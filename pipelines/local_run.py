@@ -5,31 +5,27 @@ local run exercises the very DAG, conditions and artifact passing that the clust
 """
 from __future__ import annotations
 
-import builtins
 import contextlib
 import inspect
 import json
 import logging
 import os
-import re
 import subprocess
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kfp import local
 from kfp.local import logging_utils, subprocess_task_handler
 
+from aimass import progress
 from aimass.config import AimassConfig
 from aimass.pipelines.training import PIPELINE_NAME, build_training_pipeline
 
 STEP_ORDER = ("ingest", "validate-data", "augment", "hpo-select", "train", "compress", "evaluate", "bless-model",
               "deploy", "reject-model")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"^Executing task '([^']+)'")
-_FINISHED = re.compile(r"^Task '([^']+)' finished with status (\w+)")
 
 
 @dataclass
@@ -70,56 +66,71 @@ class LocalRunResult:
         return self.outputs.get(step, {}).get("parameterValues", {}).get(name)
 
 
-class _TaskTimeline(logging.Filter):
-    """Times each task from kfp.local's own log records (a filter on the root logger sees every record, and
-    kfp.local swaps the root handlers but not its filters). Unless `verbose`, it keeps kfp.local's own lines (task
-    outputs dumped in full) off the terminal, but for errors, and reports each finished step to `on_step`."""
+class StepWatcher:
+    """What `run_pipeline_locally` tells as the run goes: a step started, reported progress (aimass/progress.py),
+    finished. This one tells no one; `aimass run` shows a live line per step (aimass/run_summary.py)."""
 
-    def __init__(self, verbose: bool, logs: _StepLogs, on_step: Callable[[StepRecord], None]) -> None:
+    def started(self, step: str) -> None:
+        pass
+
+    def progressed(self, step: str, text: str) -> None:
+        pass
+
+    def finished(self, step: StepRecord) -> None:
+        pass
+
+
+class _QuietKfpLocal(logging.Filter):
+    """Unless `verbose`, keeps kfp.local's own log lines (task outputs dumped in full, its task banners) off the
+    terminal, but for errors. A filter on the root logger sees every record: kfp.local swaps the root handlers but
+    not its filters."""
+
+    def __init__(self, verbose: bool) -> None:
         super().__init__()
-        self.verbose, self.logs, self.on_step = verbose, logs, on_step
-        self.started: dict[str, float] = {}
-        self.steps: dict[str, StepRecord] = {}
+        self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = _ANSI.sub("", record.getMessage())
-        if match := _STARTED.match(message):
-            self.started[match.group(1)] = record.created
-        elif match := _FINISHED.match(message):
-            task = match.group(1)
-            step = StepRecord(_step_name(task), match.group(2), record.created - self.started.get(task, record.created),
-                              self.logs.path_of(task))
-            self.steps[task] = step
-            self.on_step(step)
         return self.verbose or record.levelno >= logging.ERROR
 
 
-class _StepLogs:
+class StepLogs:
     """kfp.local runs each task in a subprocess and prints all its output (the executor's input and output dumps:
     over a thousand lines a run) to the terminal. This stands in for kfp.local's `run_local_subprocess` (the one
-    place aimass tames kfp.local; tests/integration/test_pipeline_local.py fails if kfp changes it) and writes each
-    task's output to `<run>/logs/<step>.log`, echoing it to the terminal only when `verbose`."""
+    place aimass tames kfp.local; tests/integration/test_pipeline_local.py fails if kfp changes it): it writes each
+    task's output to `<run>/logs/<step>.log`, echoing it to the terminal only when `verbose`, and records the step
+    from what the process itself did: its exit status and whether it wrote its executor output (kfp.local may call
+    a task whose executor died a success), timed around the process."""
 
-    def __init__(self, verbose: bool):
-        self.verbose = verbose
-        self.paths: dict[str, Path] = {}
+    def __init__(self, verbose: bool, watcher: StepWatcher):
+        self.verbose, self.watcher = verbose, watcher
+        self.steps: dict[str, StepRecord] = {}
 
     def __call__(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
-        task_dir = Path(json.loads(full_command[full_command.index("--executor_input") + 1])
-                        ["outputs"]["outputFile"]).parent
-        log = task_dir.parent / "logs" / f"{_step_name(task_dir.name)}.log"
+        output_file = Path(json.loads(full_command[full_command.index("--executor_input") + 1])
+                           ["outputs"]["outputFile"])
+        task = output_file.parent.name
+        name = _step_name(task)
+        log = output_file.parent.parent / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        self.paths[task_dir.name] = log
+        started = time.perf_counter()
+        self.watcher.started(name)
         with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                               env={**os.environ, **(env_vars or {})}) as process, open(log, "a") as stream:
             for line in process.stdout:
                 stream.write(line)
                 if self.verbose:
                     print(line, end="")
-            return process.wait()
-
-    def path_of(self, task: str) -> Path | None:
-        return self.paths.get(task)
+                if (text := progress.parse(line)) is not None:
+                    self.watcher.progressed(name, text)
+            exit_status = process.wait()
+        if exit_status == 0 and not output_file.is_file():
+            with open(log, "a") as stream:
+                stream.write(f"RuntimeError: the step exited 0 but wrote no executor output ({output_file})\n")
+        succeeded = exit_status == 0 and output_file.is_file()
+        step = StepRecord(name, "SUCCESS" if succeeded else "FAILURE", time.perf_counter() - started, log)
+        self.steps[task] = step
+        self.watcher.finished(step)
+        return exit_status or (0 if succeeded else 1)
 
 
 # What kfp.local says on every task that means nothing for a local run (cluster-only settings, our own image).
@@ -127,17 +138,22 @@ _KFP_LOCAL_NOISE = ("have no effect in the current local runner", "You may be at
 
 
 @contextlib.contextmanager
-def _tamed_kfp_local(logs: _StepLogs, verbose: bool) -> Iterator[None]:
+def _tamed_kfp_local(logs: StepLogs, verbose: bool) -> Iterator[None]:
     """The one place aimass changes how kfp.local behaves: each task's output goes to `logs`; unless `verbose`,
-    kfp.local's separator lines and its warnings about cluster-only settings stay off the terminal.
+    kfp.local's separator lines and its warnings about cluster-only settings stay off the terminal. kfp.local's
+    `indented_print` (which swaps `builtins.print` for an indenting one around each task, a swap that overlapping
+    ParallelFor threads can leave installed for good) is left out: `logs` writes each task's output itself.
     tests/integration/test_pipeline_local.py fails when a kfp release moves what this relies on."""
     replaced = getattr(subprocess_task_handler, "run_local_subprocess", None)
     separator = getattr(logging_utils, "print_horizontal_line", None)
+    indenting = getattr(logging_utils, "indented_print", None)
     if replaced is None or list(inspect.signature(replaced).parameters) != ["full_command", "env_vars"] \
-            or separator is None:
-        raise RuntimeError("kfp.local's run_local_subprocess(full_command, env_vars) or print_horizontal_line() is "
-                           "gone or changed: update aimass/pipelines/local_run.py for this kfp release")
+            or separator is None or indenting is None:
+        raise RuntimeError("kfp.local's run_local_subprocess(full_command, env_vars), print_horizontal_line() or "
+                           "indented_print() is gone or changed: update aimass/pipelines/local_run.py for this kfp "
+                           "release")
     subprocess_task_handler.run_local_subprocess = logs
+    logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
     if not verbose:
         logging_utils.print_horizontal_line = lambda: None
     try:
@@ -149,6 +165,7 @@ def _tamed_kfp_local(logs: _StepLogs, verbose: bool) -> Iterator[None]:
     finally:
         subprocess_task_handler.run_local_subprocess = replaced
         logging_utils.print_horizontal_line = separator
+        logging_utils.indented_print = indenting
 
 
 def _step_name(task_name: str) -> str:
@@ -156,31 +173,28 @@ def _step_name(task_name: str) -> str:
 
 
 def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: str, verbose: bool = True,
-                         on_step: Callable[[StepRecord], None] = lambda step: None) -> LocalRunResult:
+                         watcher: StepWatcher | None = None) -> LocalRunResult:
     """Run the whole DAG with `config` through kfp.local, writing artifacts under `pipeline_root` and each step's
-    output to `<run>/logs/<step>.log` (also to the terminal when `verbose`); `on_step` hears of each finished step.
+    output to `<run>/logs/<step>.log` (also to the terminal when `verbose`); `watcher` hears of each step starting,
+    progressing and finishing.
 
     A failing step does not raise: the result says which step failed, and its log says why.
     """
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    logs = _StepLogs(verbose)
-    timeline = _TaskTimeline(verbose, logs, on_step)
+    logs = StepLogs(verbose, watcher or StepWatcher())
+    quiet = _QuietKfpLocal(verbose)
     root_logger = logging.getLogger()
-    root_logger.addFilter(timeline)
-    # kfp.local indents each task's output by swapping builtins.print in and out; tasks of a ParallelFor run in
-    # threads, and two overlapping swaps can leave the indenting print installed for good. Put the real one back.
-    real_print = builtins.print
+    root_logger.addFilter(quiet)
     try:
         with _tamed_kfp_local(logs, verbose):
             build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit)
     finally:
-        builtins.print = real_print
-        root_logger.removeFilter(timeline)
+        root_logger.removeFilter(quiet)
     new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     run_dir = new_runs[-1] if new_runs else None
-    steps = {record.name: record for record in timeline.steps.values()}
+    steps = {record.name: record for record in logs.steps.values()}
     # The search's plan, trial and record tasks (one per round and trial) are summed up in its select step.
     shown = [name for name in STEP_ORDER if name != "hpo-select" or config.hpo.enabled]
     ordered = [steps.get(name, StepRecord(name)) for name in shown]

@@ -148,6 +148,12 @@ def test_every_steps_whole_output_is_in_its_own_log(successful_run):
     assert "epoch 1/" in train.log.read_text() and "executor_input" in train.log.read_text()
 
 
+def test_train_and_compress_report_their_progress_for_the_live_view(successful_run):
+    logs = {step.name: step.log.read_text() for step in successful_run.steps if step.log}
+    assert "aimass-progress: epoch 1/" in logs["train"] and "images/s" in logs["train"]
+    assert "aimass-progress: candidate 1/" in logs["compress"]
+
+
 def test_the_kfp_local_internals_aimass_relies_on_are_still_there():
     import inspect
 
@@ -156,6 +162,15 @@ def test_the_kfp_local_internals_aimass_relies_on_are_still_there():
     assert list(inspect.signature(subprocess_task_handler.run_local_subprocess).parameters) == ["full_command",
                                                                                                 "env_vars"]
     assert callable(logging_utils.print_horizontal_line)
+    assert list(inspect.signature(logging_utils.indented_print).parameters) == ["num_spaces"]
+
+
+def test_a_run_leaves_print_as_it_found_it(successful_run):
+    import builtins
+    import types
+
+    # the interpreter's own, not kfp.local's indenting replacement (a Python function) left installed
+    assert isinstance(builtins.print, types.BuiltinFunctionType)
 
 
 def test_a_new_version_drifted_from_the_production_models_data_stops_the_dag(fashion_mnist_source, tiny_teacher,

@@ -11,11 +11,12 @@ from aimass.object_store import LocalStore
 from aimass.registry import ModelRegistry
 
 
-def model_from_run(source, target, run: str, data_md5: str, commit: str):
+def model_from_run(source, target, run: str, data_md5: str, commit: str, **more_lineage):
     """A copy of a model directory whose card says another run made it (its manifest rewritten to match)."""
     shutil.copytree(source, target)
     card = json.loads((target / "model.json").read_text())
-    card["lineage"] = {"data_md5": data_md5, "git_commit": commit, "run_id": f"id-{run}", "run_name": run}
+    card["lineage"] = {"data_md5": data_md5, "git_commit": commit, "run_id": f"id-{run}", "run_name": run,
+                       **more_lineage}
     (target / "model.json").write_text(json.dumps(card))
     manifest = json.loads((target / "manifest.json").read_text())
     manifest.pop("sha256")
@@ -39,6 +40,15 @@ def test_lineage_of_a_version_names_its_data_code_run_parent_and_metrics(repo, c
     for expected in ("fashion-mnist-classifier v2", "b" * 32 + ".dir", "2" * 40, "run-two (id id-run-two)",
                      "parent version         v1", "accuracy 0.8300"):
         assert expected in output
+
+
+def test_lineage_names_the_pretrained_checkpoint_a_model_started_from(repo, tiny_teacher, tmp_path, capsys):
+    checkpoint = {"source": "hf:/models/resnet", "pretrained": True, "files": {"model.safetensors": "e" * 64}}
+    fine_tuned = model_from_run(tiny_teacher[0], tmp_path / "m3", "run-three", "c" * 32 + ".dir", "3" * 40,
+                                base_checkpoint=checkpoint)
+    ModelRegistry(LocalStore(tmp_path / "model-registry"), "fashion-mnist-classifier").push(fine_tuned)
+    assert main(["lineage", "v3", *repo]) == 0
+    assert f"hf:/models/resnet (pretrained weights); model.safetensors sha256 {'e' * 64}" in capsys.readouterr().out
 
 
 def test_after_a_rollback_the_serving_revision_traces_back_to_the_first_models_data_and_code(repo, capsys):
