@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset browser k8s-tools image compile bench clean
+.PHONY: run test serve setup dataset browser k8s-tools image compile bench bench-gpu clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
@@ -58,6 +58,18 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/time_to_deploy.py
+
+# On a machine with one NVIDIA GPU (and a CUDA build of torch==2.13.0 where `make setup` finds one): the full
+# profile's whole DAG against its stages in one process and a bare loop's time to 0.93, then the train component
+# against the bare loop and ../shared/bench/bare_torch_loop.py, all in one run. Not measured yet (README).
+SHARED_BENCH ?= ../shared/bench
+bench-gpu: setup dataset
+	$(BIN)/aimass data import
+	$(BIN)/python -c 'import torch, sys; sys.exit(None if torch.cuda.is_available() else "bench-gpu needs a CUDA GPU and a CUDA build of torch")'
+	$(BIN)/python bench/time_to_deploy.py --profile full --target 0.93
+	$(BIN)/python bench/train_throughput.py --device cuda --images 60000 --batch-size 1024
+	test ! -f $(SHARED_BENCH)/bare_torch_loop.py || $(BIN)/python $(SHARED_BENCH)/bare_torch_loop.py
 	$(BIN)/python bench/serving.py --payload image
 
 clean:

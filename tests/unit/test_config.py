@@ -56,3 +56,27 @@ def test_config_survives_the_json_round_trip_through_the_pipeline():
 def test_config_json_with_an_unknown_key_is_rejected():
     with pytest.raises(ConfigError, match="unknown key 'train.typo'"):
         AimassConfig.from_json('{"train": {"typo": 1}}')
+
+
+def test_an_architecture_is_the_built_in_cnn_or_a_hugging_face_checkpoint():
+    with pytest.raises(ConfigError, match="model.architecture"):
+        load_config("tiny", ["model.architecture=resnet50"])
+
+
+def test_a_checkpoint_folder_given_relative_to_the_working_directory_is_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "my-checkpoint").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config("tiny", ["model.architecture=hf:my-checkpoint"])
+    assert config.model.architecture == f"hf:{tmp_path / 'my-checkpoint'}"
+
+
+def test_a_frozen_backbone_is_refused_with_several_training_processes():
+    with pytest.raises(ConfigError, match="frozen_backbone_epochs needs train.nproc=1"):
+        load_config("tiny", ["train.frozen_backbone_epochs=1", "train.nproc=2"])
+
+
+def test_the_student_size_is_checked_only_when_a_student_is_distilled():
+    lean = ["model.channels=[16,32,64]", "model.hidden_units=128"]
+    with pytest.raises(ConfigError, match="must be smaller than the teacher"):
+        load_config("tiny", lean)
+    assert load_config("tiny", [*lean, "compress.methods=[quantize_int8]"]).model.channels == (16, 32, 64)
