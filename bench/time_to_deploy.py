@@ -30,7 +30,7 @@ from aimass.components.deploy import deploy
 from aimass.components.evaluate import evaluate
 from aimass.components.ingest import ingest
 from aimass.components.promote import bless
-from aimass.components.train import configure_cpu_threads, select_device, train
+from aimass.components.train import configure_cpu_threads, select_device, train, uses_fast_path
 from aimass.components.validate_data import raise_for_failures, validate_data
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
@@ -115,7 +115,10 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
     x = to_model_input(np.array(splits["train"].images), spec, device)
     y = torch.from_numpy(splits["train"].labels).long().to(device)
     torch.manual_seed(settings.seed)
+    fast = uses_fast_path(settings.fast_path, device)  # the train stage's precision and layout
     model = build_classifier(config.model, signature).to(device)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                                 nesterov=True, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=max_steps,
@@ -126,7 +129,10 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
         model.train()
         for _ in range(check_every):
             batch = torch.randint(0, len(y), (settings.batch_size,), device=device)
-            loss = F.cross_entropy(model(x[batch]), y[batch], label_smoothing=settings.label_smoothing)
+            inputs = x[batch].contiguous(memory_format=torch.channels_last) if fast else x[batch]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), y[batch], label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -136,8 +142,9 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
         trained += time.perf_counter() - started
         step += check_every
         test = splits["test"]
-        accuracy = float((predict_probabilities(model.cpu(), test.images, spec).argmax(1) == test.labels).mean())
-        model.to(device)
+        scoring = model.cpu().to(memory_format=torch.contiguous_format)
+        accuracy = float((predict_probabilities(scoring, test.images, spec).argmax(1) == test.labels).mean())
+        model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format)
         if accuracy >= target:
             break
     return {"seconds": round(trained, 1) if accuracy >= target else None, "steps": step,

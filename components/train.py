@@ -68,6 +68,7 @@ class TrainResult:
     distributed: dict | None = None
     # Trained from a Hugging Face checkpoint: its source, whether its weights were loaded, and each file's sha256.
     base_checkpoint: dict | None = None
+    precision: str = "float32"  # or "bfloat16 autocast, channels-last" (train.fast_path)
 
     @property
     def epochs_run(self) -> int:
@@ -128,6 +129,14 @@ def rank_shard(order: torch.Tensor, ranks: Ranks | None) -> torch.Tensor:
     return order if ranks is None else order[ranks.rank::ranks.world_size]
 
 
+def uses_fast_path(setting: str | bool, device: torch.device) -> bool:
+    """bfloat16 autocast + channels-last (`train.fast_path`): as set, or when "auto" always on a GPU and on a CPU
+    only where oneDNN has native bfloat16 kernels (elsewhere it would emulate them, slower than float32)."""
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """The head at `learning_rate`, the backbone at `backbone_learning_rate_factor` of it (a model without a named
     head, such as a pruned export, is one group)."""
@@ -150,7 +159,9 @@ class _StepRunner:
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
                  loss: LossFunction, ranks: Ranks | None = None):
         self.on_cuda = device.type == "cuda"
-        self.model = model.to(memory_format=torch.channels_last) if self.on_cuda else model
+        self.device_type = device.type
+        self.fast = uses_fast_path(config.fast_path, device)
+        self.model = model.to(memory_format=torch.channels_last) if self.fast else model
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.train_forward = self.forward
         if ranks is not None:
@@ -168,10 +179,10 @@ class _StepRunner:
         self.loss = loss
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.fast else nullcontext()
 
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        return inputs.contiguous(memory_format=torch.channels_last) if self.on_cuda else inputs
+        return inputs.contiguous(memory_format=torch.channels_last) if self.fast else inputs
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (summed loss, correct predictions) as tensors, so the hot loop never waits on the device."""
@@ -273,7 +284,8 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     runner = _StepRunner(model, settings, device, total_steps, loss, ranks)
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)  # the same permutation on every rank
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
-                         best_validation_accuracy=-1.0, stopped_early=False)
+                         best_validation_accuracy=-1.0, stopped_early=False,
+                         precision="bfloat16 autocast, channels-last" if runner.fast else "float32")
     best_state = copy.deepcopy(model.state_dict())
     leader = ranks is None or ranks.is_first
     with _progress_bar(progress and leader, total_steps, quiet=not leader, images_per_step=batch_size) as advance:

@@ -165,14 +165,6 @@ def test_the_kfp_local_internals_aimass_relies_on_are_still_there():
     assert list(inspect.signature(logging_utils.indented_print).parameters) == ["num_spaces"]
 
 
-def test_a_run_leaves_print_as_it_found_it(successful_run):
-    import builtins
-    import types
-
-    # the interpreter's own, not kfp.local's indenting replacement (a Python function) left installed
-    assert isinstance(builtins.print, types.BuiltinFunctionType)
-
-
 def test_a_new_version_drifted_from_the_production_models_data_stops_the_dag(fashion_mnist_source, tiny_teacher,
                                                                               tmp_path):
     from aimass.registry import open_registry

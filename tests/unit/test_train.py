@@ -64,6 +64,17 @@ def test_a_step_budget_cuts_the_last_epoch_short(tiny_splits, tiny_signature):
     assert [round(r.images_per_second * r.train_seconds) for r in result.history] == [320, 320, 160]
 
 
+@pytest.mark.parametrize("setting, precision", [("false", "float32"), ("true", "bfloat16 autocast, channels-last")])
+def test_the_fast_path_setting_decides_the_precision_the_model_card_records(tiny_splits, tiny_signature, setting,
+                                                                              precision):
+    subset = tiny_splits["train"].take(np.arange(64))
+    config = load_config("tiny", ["train.batch_size=32", "train.steps=2", f"train.fast_path={setting}"])
+    model, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
+    assert result.precision == precision
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())  # autocast computes, not stores
+    assert model[0].weight.is_contiguous()  # handed back in the default layout, whatever it trained in
+
+
 def test_model_reloads_in_a_fresh_process_without_pickle(trained, tiny_splits):
     script = (
         "import pickle, sys, numpy as np, torch\n"
