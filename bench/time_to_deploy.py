@@ -30,7 +30,7 @@ from aimass.components.deploy import deploy
 from aimass.components.evaluate import evaluate
 from aimass.components.ingest import ingest
 from aimass.components.promote import bless
-from aimass.components.train import configure_cpu_threads, select_device, train, uses_fast_path
+from aimass.components.train import configure_cpu_threads, select_device, train, FastPath
 from aimass.components.validate_data import raise_for_failures, validate_data
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
@@ -115,10 +115,8 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
     x = to_model_input(np.array(splits["train"].images), spec, device)
     y = torch.from_numpy(splits["train"].labels).long().to(device)
     torch.manual_seed(settings.seed)
-    fast = uses_fast_path(settings.fast_path, device)  # the train stage's precision and layout
-    model = build_classifier(config.model, signature).to(device)
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
+    fast_path = FastPath.for_device(settings.fast_path, device)  # the train stage's precision and layout
+    model = build_classifier(config.model, signature).to(device, memory_format=fast_path.memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                                 nesterov=True, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=max_steps,
@@ -129,9 +127,8 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
         model.train()
         for _ in range(check_every):
             batch = torch.randint(0, len(y), (settings.batch_size,), device=device)
-            inputs = x[batch].contiguous(memory_format=torch.channels_last) if fast else x[batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                logits = model(inputs)
+            with fast_path.autocast():
+                logits = model(fast_path.layout(x[batch]))
             loss = F.cross_entropy(logits.float(), y[batch], label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,7 +141,7 @@ def bare_loop_time_to(config, splits_dir: Path, target: float, check_every: int,
         test = splits["test"]
         scoring = model.cpu().to(memory_format=torch.contiguous_format)
         accuracy = float((predict_probabilities(scoring, test.images, spec).argmax(1) == test.labels).mean())
-        model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format)
+        model.to(device, memory_format=fast_path.memory_format)
         if accuracy >= target:
             break
     return {"seconds": round(trained, 1) if accuracy >= target else None, "steps": step,

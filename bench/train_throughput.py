@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from bench_data import ingested_splits
 
 from aimass.models.architecture import Signature, build_classifier
-from aimass.components.train import configure_cpu_threads, train_classifier, uses_fast_path
+from aimass.components.train import configure_cpu_threads, train_classifier, FastPath
 from aimass.config import load_config
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
@@ -37,9 +37,8 @@ def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, 
     x, y = to_model_input(images, signature.input_spec, device), torch.from_numpy(labels).long().to(device)
     model = build_classifier(config.model, signature).to(device)
     on_cuda = device.type == "cuda"
-    fast = uses_fast_path(settings.fast_path, device)  # bf16 autocast + channels-last, as the component decides
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
+    fast_path = FastPath.for_device(settings.fast_path, device)  # the precision and layout the component uses
+    model = model.to(memory_format=fast_path.memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                                 nesterov=True, weight_decay=settings.weight_decay)
     steps = len(y) // settings.batch_size
@@ -49,8 +48,8 @@ def bare_loop_images_per_second(config, images: np.ndarray, labels: np.ndarray, 
     started = time.perf_counter()
     for step in range(steps):
         batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-        inputs = x[batch].contiguous(memory_format=torch.channels_last) if fast else x[batch]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        inputs = fast_path.layout(x[batch])
+        with fast_path.autocast():
             loss = F.cross_entropy(model(inputs), y[batch], label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -3,8 +3,9 @@ validation split. The head and the backbone have their own peak learning rates (
 and the backbone may stay frozen for the first `train.frozen_backbone_epochs`, as fine-tuning a pretrained checkpoint
 wants.
 
-On CUDA the whole split lives on the GPU and steps run under bf16 autocast in channels_last layout; on CPU the step
-uses one thread per CPU the process may run on. With `train.nproc > 1` the same loop runs in that many processes
+On CUDA the whole split lives on the GPU; on CPU the step uses one thread per CPU the process may run on. Steps run
+under bf16 autocast in channels_last layout where that is native (`train.fast_path`, `FastPath`): on GPUs and on
+CPUs with bfloat16 kernels. With `train.nproc > 1` the same loop runs in that many processes
 under torchrun (aimass/distributed.py): DistributedDataParallel averages gradients, each rank takes its own slice of
 every epoch's shuffled index, losses and accuracies are summed across ranks, and only rank 0 writes the model. With `augment.on_the_fly` every batch goes through the augmentation
 policy on the device before normalisation. Batches are slices of one shuffled index per epoch, so the loop has
@@ -27,7 +28,6 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.progress import report as report_progress
 from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
@@ -38,6 +38,7 @@ from aimass.lineage import Lineage
 from aimass.models.architecture import Signature, build_model, split_parameters
 from aimass.models.artifact import save_model
 from aimass.components.ingest import PROFILE_FILE
+from aimass.progress import report as report_progress
 from aimass.reports import html_page
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,35 @@ def rank_shard(order: torch.Tensor, ranks: Ranks | None) -> torch.Tensor:
     return order if ranks is None else order[ranks.rank::ranks.world_size]
 
 
-def uses_fast_path(setting: str | bool, device: torch.device) -> bool:
-    """bfloat16 autocast + channels-last (`train.fast_path`): as set, or when "auto" always on a GPU and on a CPU
-    only where oneDNN has native bfloat16 kernels (elsewhere it would emulate them, slower than float32)."""
-    if setting != "auto":
-        return bool(setting)
-    return device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+@dataclass(frozen=True)
+class FastPath:
+    """bfloat16 autocast + channels-last layout (`train.fast_path`), or neither: how training, and distillation's
+    teacher pass, compute on `device_type`. Weights stay float32 either way."""
+
+    enabled: bool
+    device_type: str
+
+    @classmethod
+    def for_device(cls, setting: str | bool, device: torch.device) -> "FastPath":
+        """As set; when "auto", always on a GPU, and on a CPU only where oneDNN has native bfloat16 kernels
+        (elsewhere it would emulate them, slower than float32)."""
+        enabled = bool(setting) if setting != "auto" else \
+            device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return cls(enabled, device.type)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.enabled else torch.contiguous_format
+
+    @property
+    def precision(self) -> str:
+        return "bfloat16 autocast, channels-last" if self.enabled else "float32"
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.enabled else nullcontext()
+
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        return inputs.contiguous(memory_format=self.memory_format)
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
@@ -159,9 +183,8 @@ class _StepRunner:
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
                  loss: LossFunction, ranks: Ranks | None = None):
         self.on_cuda = device.type == "cuda"
-        self.device_type = device.type
-        self.fast = uses_fast_path(config.fast_path, device)
-        self.model = model.to(memory_format=torch.channels_last) if self.fast else model
+        self.fast_path = FastPath.for_device(config.fast_path, device)
+        self.model = model.to(memory_format=self.fast_path.memory_format)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.train_forward = self.forward
         if ranks is not None:
@@ -178,16 +201,10 @@ class _StepRunner:
             pct_start=config.warmup_fraction, cycle_momentum=False)
         self.loss = loss
 
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.fast else nullcontext()
-
-    def layout(self, inputs: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        return inputs.contiguous(memory_format=torch.channels_last) if self.fast else inputs
-
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (summed loss, correct predictions) as tensors, so the hot loop never waits on the device."""
-        with self.autocast():
-            logits = self.train_forward(self.layout(inputs))
+        with self.fast_path.autocast():
+            logits = self.train_forward(self.fast_path.layout(inputs))
             loss = self.loss(logits, labels, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,8 +220,8 @@ class _StepRunner:
         loss_sum, correct = torch.zeros((), device=images.device), torch.zeros((), device=images.device)
         for start in range(0, len(labels), batch_size):
             batch, batch_labels = images[start:start + batch_size], labels[start:start + batch_size]
-            with self.autocast():
-                logits = self.forward(self.layout(normalize(batch.float().div_(255.0), spec))).float()
+            with self.fast_path.autocast():
+                logits = self.forward(self.fast_path.layout(normalize(batch.float().div_(255.0), spec))).float()
             loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
             correct += (logits.argmax(1) == batch_labels).sum()
         self.model.train()
@@ -285,7 +302,7 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)  # the same permutation on every rank
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
                          best_validation_accuracy=-1.0, stopped_early=False,
-                         precision="bfloat16 autocast, channels-last" if runner.fast else "float32")
+                         precision=runner.fast_path.precision)
     best_state = copy.deepcopy(model.state_dict())
     leader = ranks is None or ranks.is_first
     with _progress_bar(progress and leader, total_steps, quiet=not leader, images_per_step=batch_size) as advance:

@@ -56,10 +56,10 @@ def from_checkpoint(architecture: str, class_names: tuple[str, ...], input_chann
     """
     transformers = _transformers()
     folder = checkpoint_folder(architecture)
-    labels = {"id2label": dict(enumerate(class_names)),  # num_labels follows from it
-              "label2id": {name: index for index, name in enumerate(class_names)}}
-    original = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, **labels)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    same_classes = _class_names(config) == list(class_names)
+    config.id2label = dict(enumerate(class_names))  # num_labels follows from it
+    config.label2id = {name: index for index, name in enumerate(class_names)}
     if config.num_channels != input_channels:
         raise ConfigError(f"{architecture} takes {config.num_channels}-channel images, the input spec gives "
                           f"{input_channels}; set data.channels={config.num_channels} or choose another checkpoint")
@@ -67,7 +67,7 @@ def from_checkpoint(architecture: str, class_names: tuple[str, ...], input_chann
     if with_weights:
         network = transformers.AutoModelForImageClassification.from_pretrained(
             folder, config=config, local_files_only=True, use_safetensors=True, ignore_mismatched_sizes=True)
-        if _class_names(original) != list(class_names):
+        if not same_classes:
             _reset(network.classifier)  # same count, other classes: its head's weights mean nothing here
     else:
         network = transformers.AutoModelForImageClassification.from_config(config)
