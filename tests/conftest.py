@@ -167,3 +167,28 @@ def s3_server():
     server.start()
     yield f"127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """DOCKER_HOST of a running container engine (podman's API service when podman is the engine), for the
+    container checks (tests/e2e, marker `containers`, `make e2e`). Without an engine or without the project image
+    (`make image`) they are skipped, saying which."""
+    import contextlib
+    import shutil
+
+    import docker
+
+    from aimass.config import PROJECT_IMAGE
+    from aimass.containers import ContainerEngineError, container_engine, image_present
+
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine: apt-get install -y podman runc (or Docker)")
+    try:
+        with container_engine() as docker_host:
+            with contextlib.closing(docker.from_env()) as client:
+                if not image_present(client, PROJECT_IMAGE):
+                    pytest.skip(f"no image {PROJECT_IMAGE}: build it with `make image` (`make e2e` does)")
+            yield docker_host
+    except ContainerEngineError as error:
+        pytest.skip(str(error))

@@ -157,10 +157,12 @@ def test_train_and_compress_report_their_progress_for_the_live_view(successful_r
 def test_the_kfp_local_internals_aimass_relies_on_are_still_there():
     import inspect
 
-    from kfp.local import logging_utils, subprocess_task_handler
+    from kfp.local import docker_task_handler, logging_utils, subprocess_task_handler
 
     assert list(inspect.signature(subprocess_task_handler.run_local_subprocess).parameters) == ["full_command",
                                                                                                 "env_vars"]
+    assert list(inspect.signature(docker_task_handler.run_docker_container).parameters) == [
+        "client", "image", "command", "volumes", "container_run_args"]
     assert callable(logging_utils.print_horizontal_line)
     assert list(inspect.signature(logging_utils.indented_print).parameters) == ["num_spaces"]
 
