@@ -165,6 +165,7 @@ def _run_container(client, image: str, command: list[str], arguments: dict, writ
     # kfp.local's own handler passes it as arguments to the entry point instead.
     container = client.containers.create(image=image, entrypoint=command, **arguments)
     try:
+        write(f"aimass: running in container {container.short_id} of {image} as user {arguments['user']}\n")
         container.start()
         pending = b""
         for chunk in container.logs(stream=True, follow=True):

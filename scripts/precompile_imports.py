@@ -5,8 +5,8 @@ pip compiles every module it installs; in this image that is 476 MB of .pyc, mos
 (transformers' hundreds of model families, test suites). Without bytecode a step's imports take twice as long (26 s
 against 10 s here for the stages' dependencies), so the Dockerfile installs with --no-compile and then imports
 what the stages import, letting Python write exactly that bytecode. A module missing here still works; it is
-compiled in memory each time a container imports it. tests/unit/test_image_build.py checks this list still covers
-every dependency aimass imports.
+compiled in memory each time a container imports it (unless the source layer's pass, which imports every aimass
+module, reaches it). tests/k8s/test_manifests.py checks this list covers every dependency package aimass imports.
 
 Usage (in the image build; each writes .pyc beside the modules it imports):
   python scripts/precompile_imports.py             # the dependencies' layer: MODULES
@@ -31,8 +31,10 @@ MODULES = (
     "great_expectations.expectations.row_conditions",
     "kornia.augmentation", "sklearn.metrics", "sklearn.model_selection", "scipy.spatial.distance", "optuna",
     "numpy", "pandas", "PIL.Image", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "minio", "urllib3", "httpx", "docker", "pydantic", "yaml", "orjson", "rich.progress", "rich.table", "rich.live",
-    "starlette.applications", "starlette.routing", "uvicorn", "uvicorn.loops.uvloop", "uvicorn.protocols.http.httptools_impl",
+    "minio", "urllib3", "httpx", "docker", "pydantic", "annotated_types", "yaml", "orjson",
+    "rich.progress", "rich.table", "rich.live",
+    "starlette.applications", "starlette.routing", "uvicorn", "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
     "prometheus_client",
 )
 

@@ -1,7 +1,9 @@
 """manifests/ as `kubectl apply -k` would send it (rendered by the real kubectl's kustomize), the secret templates,
 and the Dockerfile the chart's pods run."""
+import json
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -137,3 +139,27 @@ def test_the_container_scripts_parse(script):
     finished = subprocess.run(["bash", "-n", str(REPO_ROOT / "scripts" / script)], capture_output=True,
                               text=True, check=False)
     assert finished.returncode == 0, finished.stderr
+
+
+def test_the_image_precompiles_every_dependency_package_aimass_imports():
+    """The image keeps bytecode only for what scripts/precompile_imports.py imports; a package aimass imports
+    beyond that would be compiled in memory by every step, every time."""
+    program = """
+import json, sys, sysconfig
+sys.path.insert(0, "scripts")
+import precompile_imports
+site = sysconfig.get_paths()["purelib"]
+def packages():
+    return {name.split(".")[0] for name, module in list(sys.modules.items())
+            if site in (getattr(module, "__file__", None) or "") and not name.startswith(("aimass", "__editable"))}
+for name in precompile_imports.MODULES:
+    __import__(name)
+before = packages()
+for name in precompile_imports.project_modules():
+    __import__(name)
+print(json.dumps(sorted(packages() - before)))
+"""
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT,
+                              check=False)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert json.loads(finished.stdout.strip().splitlines()[-1]) == []
