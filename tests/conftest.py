@@ -1,5 +1,6 @@
 """Shared fixtures: a real DVC repository holding the real Fashion-MNIST import, image files in every layout
 `aimass data import` reads (written from scikit-learn's digits), and tiny splits and models."""
+import contextlib
 import os
 import shutil
 import socket
@@ -156,8 +157,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def s3_server():
+@contextlib.contextmanager
+def moto_s3_server():
     """A real S3 endpoint on 127.0.0.1 (moto's server); yields its host:port. Its state is process-wide, so each
     test uses buckets of its own."""
     from moto.server import ThreadedMotoServer
@@ -165,8 +166,16 @@ def s3_server():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_server():
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +183,6 @@ def engine():
     """DOCKER_HOST of a running container engine (podman's API service when podman is the engine), for the
     container checks (tests/e2e, marker `containers`, `make e2e`). Without an engine or without the project image
     (`make image`) they are skipped, saying which."""
-    import contextlib
     import shutil
 
     import docker

@@ -11,7 +11,7 @@ from aimass.config import load_config
 from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
 from aimass.registry import open_registry
 from aimass.releases import HelmReleaseBackend, chart_directory, open_release_backend
-from conftest import free_port
+from conftest import free_port, moto_s3_server
 from k8s.k8s_render import render_chart
 from kube_play import (create_secret, host_network_deployment, play, readiness_path, server_container, stop,
                        wait_until_ready)
@@ -27,13 +27,8 @@ SITE_VALUES = ("replicaCount=1", "autoscaling.enabled=false", "podDisruptionBudg
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import docker
 import pytest
 
 from aimass.config import PROJECT_IMAGE, load_config
+from aimass.containers import StepContainer
+from aimass.pipelines.local_run import STEP_ORDER, StepLogs, StepWatcher, run_pipeline_locally
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
-from aimass.pipelines.local_run import STEP_ORDER, StepLogs, StepWatcher, run_pipeline_locally
 from conftest import copy_tree
 
 pytestmark = pytest.mark.containers
@@ -58,10 +59,7 @@ def test_a_container_that_exits_non_zero_is_a_failed_step_however_fast_it_is_rem
     finished = []
     watcher = StepWatcher()
     watcher.finished = finished.append
-    logs = StepLogs(verbose=False, watcher=watcher, container=None)
-    from aimass.containers import StepContainer
-
-    logs.container = StepContainer(user="10001:10001", mounts=())
+    logs = StepLogs(verbose=False, watcher=watcher, container=StepContainer(user="10001:10001", mounts=()))
     with contextlib.closing(docker.from_env()) as client:
         exit_status = logs.run_container(client, PROJECT_IMAGE, ["sh", "-c", "echo boom; exit 3", "--executor_input",
                                                                  executor_input], volumes={})

@@ -25,6 +25,14 @@ def test_the_repository_is_mounted_read_only_and_the_state_folders_read_write(re
         assert mounts[repo / state] is False
 
 
+def test_compiled_kernels_outlive_each_container_in_a_mounted_cache(repo, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    container = step_container(load_config("tiny", [f"data.repo_dir={repo}"]), tmp_path / "runs")
+    cache = repo / ".aimass-cache" / "inductor"
+    assert container.environment["TORCHINDUCTOR_CACHE_DIR"] == str(cache)
+    assert {mount.source: mount.read_only for mount in container.mounts}[cache] is False
+
+
 def test_a_hugging_face_checkpoint_folder_is_mounted_read_only(repo, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir(mode=0o755)
