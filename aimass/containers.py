@@ -92,10 +92,10 @@ def step_container(config: AimassConfig, pipeline_root: Path) -> StepContainer:
     user = f"{image_user}:{image_user}" if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
     if os.geteuid() == 0:
         _check_readable_by_others(read_only, user)
-    container = StepContainer(user, (), {})
     for folder in writable:
         folder.mkdir(parents=True, exist_ok=True)
-        container.make_writable(folder)
+        if os.geteuid() == 0:
+            _give_to(folder, user)
     mounts = tuple(Mount(folder.resolve(), True) for folder in read_only) + \
         tuple(Mount(folder.resolve(), False) for folder in writable[1:])
     # DVC keeps its index under /var/tmp by default, which the read-only root refuses.
