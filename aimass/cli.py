@@ -640,7 +640,8 @@ def _describe_checkpoint(checkpoint: dict | None) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from aimass.serving import open_model_source, serve_forever
 
-    config = _load_config(args, args.repo.resolve())
+    # A model directory is named after its own card's data set, not after the data set the repository holds.
+    config = _load_config(args, args.repo.resolve(), with_dataset=args.model_dir is None)
     listen = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
     if args.model_sha256 and not (args.model_version or args.model_uri):

@@ -408,6 +408,26 @@ def test_aimass_serve_answers_until_sigterm(config, releases, test_images):
         assert "Traceback" not in server.stderr.read()
 
 
+def test_aimass_serve_of_a_model_directory_names_it_after_its_own_data_set(tiny_teacher, digits_folder,
+                                                                            tmp_path):
+    """Served from a repository holding another data set (digits), the Fashion-MNIST model keeps its own name."""
+    from conftest import init_dvc_repo
+
+    from aimass.cli import main
+
+    repo = init_dvc_repo(tmp_path / "digits-repo")
+    assert main(["data", "import", "--source", str(digits_folder), "--repo", str(repo)]) == 0
+    command = [sys.executable, "-m", "aimass.cli", "serve", "--profile", "tiny", "--port", "0", "--repo", str(repo),
+               "--model-dir", str(tiny_teacher[0])]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            first_line = server.stdout.readline()
+        finally:
+            server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert first_line.startswith("serving fashion-mnist at "), first_line
+
+
 def test_aimass_serve_on_a_busy_port_says_so(config, releases, capsys):
     from aimass.cli import main
 
