@@ -55,10 +55,10 @@ class StepContainer:
     environment: dict[str, str] = field(default_factory=dict)
 
     def make_writable(self, folder: Path) -> None:
-        """Let the container's user write in `folder`, which this process made (kfp.local makes each run's folder
-        under the pipeline root as the task starts)."""
+        """Let the container's user create entries in `folder`, which this process made (each run's folder under
+        the pipeline root, as its first task starts). What the containers write inside is theirs already."""
         if os.geteuid() == 0:
-            _give_to(folder, self.user)
+            os.chown(folder, *(int(part) for part in self.user.split(":")))
 
     def run_arguments(self, volumes: dict[str, dict], task_environment: dict[str, str] | None) -> dict:
         """Keyword arguments for docker's `containers.create`: `volumes` (the pipeline root kfp.local mounts)
@@ -126,14 +126,9 @@ def _give_to(folder: Path, user: str) -> None:
             os.chown(path, uid, gid)
 
 
-def image_present(client, image: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(image)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
+def podman_environment() -> dict[str, str]:
+    """This process's environment with podman pointed at the project's settings, unless the user chose their own."""
+    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PODMAN_CONF))}
 
 
 @contextlib.contextmanager
@@ -157,8 +152,7 @@ def container_engine() -> Iterator[str]:
             "or podman (apt-get install -y podman runc); or run without --runner docker")
     with tempfile.TemporaryDirectory(prefix="aimass-podman-") as folder:
         url = f"unix://{folder}/podman.sock"
-        environment = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PODMAN_CONF))}
-        service = subprocess.Popen([podman, "system", "service", "--time=0", url], env=environment,
+        service = subprocess.Popen([podman, "system", "service", "--time=0", url], env=podman_environment(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_service(service, url)
@@ -209,6 +203,8 @@ def require_image(image: str) -> None:
     import docker
 
     with contextlib.closing(docker.from_env()) as client:
-        if not image_present(client, image):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
             raise ContainerEngineError(f"the container engine has no image {image}: build it with `make image` "
-                                       "(`make base-image image` where no registry is reachable)")
+                                       "(`make base-image image` where no registry is reachable)") from None

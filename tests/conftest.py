@@ -185,18 +185,14 @@ def engine():
     (`make image`) they are skipped, saying which."""
     import shutil
 
-    import docker
-
     from aimass.config import PROJECT_IMAGE
-    from aimass.containers import ContainerEngineError, container_engine, image_present
+    from aimass.containers import ContainerEngineError, container_engine, require_image
 
     if not (shutil.which("podman") or shutil.which("docker")):
         pytest.skip("no container engine: apt-get install -y podman runc (or Docker)")
     try:
         with container_engine() as docker_host:
-            with contextlib.closing(docker.from_env()) as client:
-                if not image_present(client, PROJECT_IMAGE):
-                    pytest.skip(f"no image {PROJECT_IMAGE}: build it with `make image` (`make e2e` does)")
+            require_image(PROJECT_IMAGE)
             yield docker_host
     except ContainerEngineError as error:
         pytest.skip(str(error))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -24,12 +23,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from aimass.containers import PODMAN_CONF
+from aimass.containers import podman_environment
 
 
 def podman(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PODMAN_CONF))}
-    finished = subprocess.run(["podman", *arguments], capture_output=True, text=True, env=environment)
+    finished = subprocess.run(["podman", *arguments], capture_output=True, text=True, env=podman_environment())
     if check and finished.returncode != 0:
         raise AssertionError(f"podman {' '.join(arguments)} failed: {finished.stderr.strip()}")
     return finished

@@ -6,6 +6,7 @@ import shutil
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from aimass.config import load_config
 from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
@@ -51,15 +52,13 @@ def released(engine, s3_endpoint, tiny_teacher, data_repo, tmp_path_factory):
     monkeypatch.undo()
 
 
-def current_deployment(config, registry, releases) -> dict:
+def current_deployment(config, registry, releases, folder) -> dict:
     """What `helm template` renders for the release's current revision: the values the Helm backend would send."""
     values = HelmReleaseBackend(config.release, registry, chart_directory(config), config.registry).model_values(
         registry.get(releases.status().model_version), "e2e test")
-    sets = [*SITE_VALUES, f"model.name={values['model']['name']}", f"model.version={values['model']['version']}",
-            f"model.storageUri={values['model']['storageUri']}", f"model.sha256={values['model']['sha256']}",
-            f"image.repository={values['image']['repository']}", f"image.tag={values['image']['tag']}",
-            f"storage.endpoint={values['storage']['endpoint']}", "storage.secure=false", "image.pullPolicy=Never"]
-    objects = render_chart(sets=tuple(sets))
+    values_file = folder / "model-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    objects = render_chart(values_file, sets=(*SITE_VALUES, "image.pullPolicy=Never"))
     (deployment,) = [item for item in objects if item["kind"] == "Deployment"]
     return deployment
 
@@ -77,7 +76,7 @@ def serving_pod(released, tmp_path_factory, tiny_signature):
     config, registry, releases = released
     folder = tmp_path_factory.mktemp("kube")
     port = free_port()
-    deployment = current_deployment(config, registry, releases)
+    deployment = current_deployment(config, registry, releases, folder)
     pod = play(host_network_deployment(deployment, port), folder)
     base_url = f"http://127.0.0.1:{port}"
     seconds = wait_until_ready(base_url, readiness_path(deployment), pod)
@@ -103,7 +102,7 @@ def test_a_rollback_through_the_embedded_backend_swaps_the_model_the_pod_serves(
     config, registry, releases = released
     revision = releases.rollback(None, "e2e test")
     assert revision.model_version == "v1"
-    deployment = current_deployment(config, registry, releases)
+    deployment = current_deployment(config, registry, releases, serving_pod["folder"])
     pod = play(host_network_deployment(deployment, serving_pod["port"]), serving_pod["folder"])
     wait_until_ready(serving_pod["base_url"], readiness_path(deployment), pod)
     assert served_version(serving_pod["base_url"], list(tiny_signature.input_spec.shape)) == "v1"
