@@ -406,8 +406,10 @@ def _models_show(args: argparse.Namespace) -> int:
 def _models_push(args: argparse.Namespace) -> int:
     import json
 
+    from aimass.models.card import CARD_FILE
+
     # What the model's own card measured (the deploy step records the gate's test metrics instead).
-    card_path = args.model_dir / "model.json"
+    card_path = args.model_dir / CARD_FILE
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     training = card.get("training", card.get("teacher_training", {}))
     metrics = {"validation_accuracy": training["best_validation_accuracy"]} \
@@ -662,7 +664,9 @@ def _dataset_of_model(model_dir: Path) -> str | None:
     """The data set a model directory was trained on, as its card records it (a directory has no registry name)."""
     import json
 
-    card = model_dir / "model.json"
+    from aimass.models.card import CARD_FILE
+
+    card = model_dir / CARD_FILE
     return json.loads(card.read_text()).get("dataset", {}).get("name") if card.is_file() else None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from aimass.atomic import atomic_directory
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import MANIFEST_NAME, read_verified_manifest, sha256_file
+from aimass.models.card import CARD_FILE
 from aimass.config import AimassConfig
 from aimass.data.card import model_name_for
 from aimass.object_store import LocalStore, ObjectStore, S3Store, validate_key
@@ -64,7 +65,7 @@ class ModelRegistry:
             ObjectStoreError: the store failed; the version is then not visible.
         """
         manifest = read_verified_manifest(model_dir)  # never publish bytes that are already wrong
-        card = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").is_file() else {}
+        card = json.loads((model_dir / CARD_FILE).read_text()) if (model_dir / CARD_FILE).is_file() else {}
         files = {name: sha256_file(model_dir / name) for name in [*manifest["sha256"], MANIFEST_NAME]}
         version = self._next_version()
         for name in sorted(files):
@@ -226,5 +227,5 @@ def production_card(registry: ModelRegistry, alias: str = "production") -> tuple
     """The version `alias` points at and its model card, or None when no version carries the alias."""
     if alias not in registry.aliases():
         return None
-    record, data = registry.read_file(alias, "model.json")
+    record, data = registry.read_file(alias, CARD_FILE)
     return record, json.loads(data)

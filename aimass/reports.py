@@ -6,11 +6,10 @@ import html
 import io
 from collections.abc import Sequence
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: components run in containers with no display
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:  # matplotlib is imported by the stages that draw, not by every stage that writes a table
+    from matplotlib.figure import Figure
 
 
 def figure_png_base64(figure: Figure) -> str:

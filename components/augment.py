@@ -2,20 +2,25 @@
 
 The output training set is the original train split followed by `augment.expansion` augmented copies of it
 (0 = no copies: the stage then only records the policy and its preview, and train can apply the policy on the fly).
+With no copies and no on-the-fly augmentation the policy is not used at all: the stage says so instead of previewing
+it, and does not import torch (about 2 s of a process's start-up).
 """
+import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from kfp.dsl import HTML, Dataset, Input, Output
 
-from aimass.augmentation import augment_images
 from aimass.components.base import project_component
-from aimass.config import AimassConfig, AugmentPolicy
+from aimass.config import AimassConfig, AugmentConfig, AugmentPolicy
 from aimass.data.arrays import ImageSet, load_image_sets, save_image_sets
 from aimass.reports import html_page
+
+if TYPE_CHECKING:
+    import torch
 
 PREVIEW_IMAGES = 8
 
@@ -29,8 +34,10 @@ class AugmentResult:
 
 
 def expand_training_set(train: ImageSet, policy: AugmentPolicy, expansion: int, seed: int,
-                        device: torch.device, batch_size: int) -> tuple[ImageSet, float]:
+                        device: "torch.device", batch_size: int) -> tuple[ImageSet, float]:
     """The train split plus `expansion` augmented copies (copy k seeded with seed + k); returns it and images/s."""
+    from aimass.augmentation import augment_images
+
     copies, seconds = [], 0.0
     for copy_index in range(expansion):
         started = time.perf_counter()
@@ -59,15 +66,21 @@ def preview_html(originals: np.ndarray, augmented: np.ndarray) -> str:
 def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[AugmentResult, str]:
     """Write the (expanded) training set to `output_dir`; returns the result and the preview page."""
     settings = config.augment
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     splits, manifest = load_image_sets(splits_dir)
     train = splits["train"]
     metadata = {"data_md5": manifest["data_md5"], "augment": settings.model_dump(mode="json")}
     if settings.expansion == 0:
         # Nothing added: train reads the ingest output's train split rather than a copy of it.
-        expanded, images_per_second = train, 0.0
         save_image_sets(output_dir, {}, metadata)
-    else:
+        if not settings.on_the_fly:
+            return AugmentResult(len(train), 0, 0.0, "none"), policy_unused_html(settings)
+    import torch
+
+    from aimass.augmentation import augment_images
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expanded, images_per_second = train, 0.0
+    if settings.expansion:
         expanded, images_per_second = expand_training_set(
             train, settings.policy, settings.expansion, settings.seed, device, settings.batch_size)
         save_image_sets(output_dir, {"train": expanded}, metadata)
@@ -75,6 +88,15 @@ def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[A
     preview = preview_html(sample, augment_images(sample, settings.policy, settings.seed, device))
     result = AugmentResult(len(train), len(expanded) - len(train), images_per_second, str(device))
     return result, preview
+
+
+def policy_unused_html(settings: AugmentConfig) -> str:
+    """The stage's page when training sees no augmented image."""
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Augmentation off</title></head>"
+            "<body style='font-family:sans-serif'><h2>Augmentation off</h2>"
+            f"<p>{html.escape(f'augment.expansion={settings.expansion} and augment.on_the_fly=false')}: this run "
+            "trains on the train split as ingest wrote it, and the augmentation policy is not applied. Set "
+            "augment.on_the_fly=true (or augment.expansion above 0) to use it.</p></body></html>")
 
 
 @project_component

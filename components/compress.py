@@ -39,7 +39,8 @@ from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.integrity import read_verified_manifest, write_manifest
 from aimass.models.architecture import CNNClassifier, Signature, build_classifier, example_input
-from aimass.models.artifact import TEACHER, compile_for_inference, load_model, save_exported_model, save_model
+from aimass.models.artifact import compile_for_inference, load_model, save_exported_model, save_model
+from aimass.models.card import TEACHER
 from aimass.progress import report as report_progress
 from aimass.reports import markdown_table
 

@@ -21,7 +21,8 @@ from aimass.components.compress import ModelProfile, profiles_markdown, read_fai
 from aimass.config import AimassConfig, GateConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
-from aimass.models.artifact import CARD_FORMAT_VERSION, TEACHER, chosen_model_dir, load_model
+from aimass.models.artifact import load_model
+from aimass.models.card import CARD_FORMAT_VERSION, TEACHER, chosen_model_dir
 from aimass.reports import markdown_table
 
 

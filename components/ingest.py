@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from kfp.dsl import Dataset, Output
-from sklearn.model_selection import train_test_split
 
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, SplitConfig
@@ -22,12 +21,11 @@ from aimass.data.arrays import distribute_rows, iter_row_chunks
 from aimass.data.card import SPLITS, DataCard, SplitsCard
 from aimass.data.decoding import decode_data_version, decoded_input_spec
 from aimass.models.checkpoint import model_preprocessing
-from aimass.data.profile import image_statistics, profile_split
+from aimass.data.profile import PROFILE_FILE, image_statistics, profile_split
 from aimass.data.versions import ensure_pinned_data, fetch_data_version
 from aimass.errors import DataVersionError
 from aimass.integrity import write_manifest
 
-PROFILE_FILE = "profile.json"
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,8 @@ def stratified_sample(labels: np.ndarray, indices: np.ndarray, size: int | float
     """Split `indices` into (sample, rest) keeping class proportions; `size` is a count or a fraction."""
     if isinstance(size, int) and size >= len(indices):
         return indices, indices[:0]
+    from sklearn.model_selection import train_test_split  # 1.3 s of import, paid only by runs that draw a split
+
     try:
         sample, rest = train_test_split(indices, train_size=size, stratify=labels[indices], random_state=seed)
     except ValueError as error:  # a class too rare to stratify

@@ -10,13 +10,13 @@ from kfp.dsl import Input, Model, Output
 
 from aimass.components.base import project_component
 from aimass.errors import GateRejectedError
-from aimass.models.artifact import chosen_model_dir, load_model
+from aimass.models.card import chosen_model_dir, read_model_card
 
 
 def bless(teacher_dir: Path, candidates_dir: Path, chosen: str, blessed_dir: Path) -> dict:
     """Copy the chosen model (the teacher or a candidate), verified, to `blessed_dir`; returns its model card."""
     source = chosen_model_dir(teacher_dir, candidates_dir, chosen)
-    card = load_model(source).card  # verifies every sha256 before the copy is trusted
+    card = read_model_card(source)  # verifies every sha256 before the copy is trusted
     shutil.copytree(source, blessed_dir, dirs_exist_ok=True)
     return card
 

@@ -28,16 +28,15 @@ import torch.nn.functional as F
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from torch import nn
 
-from aimass.augmentation import PolicyAugmenter
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, TrainConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard
 from aimass.data.preprocess import InputSpec, normalize
+from aimass.data.profile import PROFILE_FILE
 from aimass.lineage import Lineage
 from aimass.models.architecture import Signature, build_model, split_parameters
 from aimass.models.artifact import save_model
-from aimass.components.ingest import PROFILE_FILE
 from aimass.progress import report as report_progress
 from aimass.reports import html_page
 
@@ -245,6 +244,8 @@ def _batch_source(config: AimassConfig, train_set: ImageSet, device: torch.devic
     """index tensor -> normalised input batch; applies the augmentation policy per batch when configured."""
     if not config.augment.on_the_fly:
         return plain_batches(train_set, device, spec)
+    from aimass.augmentation import PolicyAugmenter  # kornia, imported only by runs that augment
+
     rows = image_rows(train_set.images, device)
     augmenter = PolicyAugmenter(config.augment.policy).to(device)
     return lambda batch: normalize(augmenter(rows(batch).float().div_(255.0)), spec)

@@ -21,8 +21,8 @@ from kfp.dsl import HTML, Dataset, Input, Markdown, Output
 from aimass.components.base import project_component
 from aimass.config import AimassConfig, ValidationConfig
 from aimass.data.card import SPLITS, SplitsCard
-from aimass.data.profile import (CATEGORICAL_STATISTICS, NUMERIC_STATISTICS, DistanceCheck, compare_profiles,
-                                 profile_split)
+from aimass.data.profile import (CATEGORICAL_STATISTICS, NUMERIC_STATISTICS, PROFILE_FILE, DistanceCheck,
+                                 compare_profiles, profile_split)
 from aimass.errors import DataValidationError
 from aimass.reports import figure_png_base64, markdown_table
 
@@ -261,7 +261,6 @@ def validate_data(config: AimassConfig, splits_dir: Path, work_dir: Path) -> Dat
     """Run the suite over the splits in `splits_dir`; Data Docs go to `work_dir / "data_docs"`."""
     import json
 
-    from aimass.components.ingest import PROFILE_FILE
 
     card = SplitsCard.read(splits_dir)
     statistics = load_statistics(splits_dir)

@@ -4,7 +4,8 @@ Per image (`image_statistics`): brightness and contrast (mean and standard devia
 the original width, height and channels, an exact hash of the decoded pixels and a 64-bit difference hash (dHash:
 whether each cell of a 9x8 grey thumbnail is brighter than its left neighbour), which stays the same under small
 changes of scale, compression or brightness and so finds near duplicates. The hashes are computed on whole chunks of
-the decoded arrays with torch (the `imagehash` package hashes one Pillow image at a time: minutes for 100,000).
+the decoded arrays with numpy (the `imagehash` package hashes one Pillow image at a time: minutes for 100,000), in
+integers, so a hash never depends on floating-point rounding.
 
 Per split (`profile_split`): the class counts and a histogram of each numeric statistic over bins cut at the
 reference split's deciles, so two profiles compare bin by bin even when stored apart (the production model keeps
@@ -27,15 +28,13 @@ import numpy as np
 
 NUMERIC_STATISTICS = ("brightness", "contrast", "width", "height")
 CATEGORICAL_STATISTICS = ("class", "channels")
+PROFILE_FILE = "profile.json"  # each split's profile, written by ingest beside the splits
 _QUANTILES = np.linspace(0, 1, 11)[1:-1]  # deciles: 10 bins of equal mass in the reference split
 
 
 def image_statistics(chunks: Iterable[np.ndarray], sources: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image statistics of uint8 images (N, C, H, W), given a chunk of rows at a time, whose originals had
     `sources` (N, 3: width, height, channels)."""
-    import torch
-    import torch.nn.functional as F
-
     brightness, contrast, exact, near = [], [], [], []
     for chunk in chunks:
         flat = chunk.reshape(len(chunk), -1).astype(np.float32) / 255.0
@@ -43,10 +42,7 @@ def image_statistics(chunks: Iterable[np.ndarray], sources: np.ndarray) -> dict[
         contrast.append(flat.std(axis=1))
         exact.append(np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
                                for row in chunk], dtype=np.uint64))
-        grey = torch.from_numpy(chunk).float().mean(dim=1, keepdim=True)
-        thumbnail = F.interpolate(grey, size=(8, 9), mode="area").squeeze(1)  # (n, 8, 9)
-        bits = (thumbnail[:, :, 1:] > thumbnail[:, :, :-1]).reshape(len(chunk), 64).numpy()
-        near.append(np.packbits(bits, axis=1, bitorder="little").view(np.uint64).ravel())
+        near.append(difference_hashes(chunk))
     empty = np.zeros(0, dtype=np.float32)
     return {
         "brightness": np.concatenate(brightness) if brightness else empty,
@@ -56,6 +52,27 @@ def image_statistics(chunks: Iterable[np.ndarray], sources: np.ndarray) -> dict[
         "exact_hash": np.concatenate(exact) if exact else np.zeros(0, np.uint64),
         "near_hash": np.concatenate(near) if near else np.zeros(0, np.uint64),
     }
+
+
+def difference_hashes(images: np.ndarray) -> np.ndarray:
+    """The 64-bit dHash of each uint8 image (N, C, H, W): bit k is whether cell k of an 8x9 grey thumbnail is
+    brighter than its left neighbour. Each cell averages the pixels it covers (cells overlap by a pixel where the
+    size is not a multiple, as in adaptive average pooling), and cells are compared by their exact sums: every sum
+    is an integer well below 2**53, so float64 holds it exactly and the hash never depends on rounding."""
+    rows, columns = _cell_membership(images.shape[2], 8), _cell_membership(images.shape[3], 9)
+    grey = images.sum(axis=1, dtype=np.float64)  # channels summed: the same scale for every cell
+    sums = rows @ grey @ columns.T  # (n, 8, 9), a matrix product per image: fast where cumulative sums are not
+    widths = columns.sum(axis=1)
+    # sum_right / width_right > sum_left / width_left, cross-multiplied: cells of a row share their height
+    brighter = sums[:, :, 1:] * widths[:-1] > sums[:, :, :-1] * widths[1:]
+    return np.packbits(brighter.reshape(len(images), 64), axis=1, bitorder="little").view(np.uint64).ravel()
+
+
+def _cell_membership(size: int, cells: int) -> np.ndarray:
+    """(cells, size): 1 where pixel j lies in cell i of `cells` equal spans (each from floor to ceiling)."""
+    index = np.arange(cells)[:, None]
+    pixel = np.arange(size)
+    return ((pixel >= index * size // cells) & (pixel < -(-(index + 1) * size // cells))).astype(np.float64)
 
 
 def decile_edges(values: np.ndarray) -> list[float]:

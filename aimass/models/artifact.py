@@ -25,16 +25,10 @@ from torch import nn
 from aimass.models.architecture import Signature, build_classifier
 from aimass.config import ModelConfig
 from aimass.errors import ArtifactIntegrityError
-from aimass.integrity import read_verified_manifest, write_manifest
+from aimass.integrity import write_manifest
+from aimass.models.card import (CARD_FILE, CARD_FORMAT_VERSION, EXPORT_FORMAT, PROGRAM_FILE, SAFETENSORS_FORMAT,
+                                TRANSFORMERS_FORMAT, WEIGHTS_FILE, read_model_card)
 
-WEIGHTS_FILE = "model.safetensors"
-PROGRAM_FILE = "model.pt2"
-CARD_FILE = "model.json"
-CARD_FORMAT_VERSION = 2
-SAFETENSORS_FORMAT = "safetensors"
-TRANSFORMERS_FORMAT = "transformers-safetensors"
-EXPORT_FORMAT = "torch-export"
-TEACHER = "teacher"  # the trained model, beside compress's candidates (each named by its method)
 
 
 @dataclass(frozen=True)
@@ -87,16 +81,6 @@ def _write_card_and_manifest(directory: Path, weights_format: str, model_config:
     return write_manifest(directory, {"kind": "aimass-model"})
 
 
-def chosen_model_dir(teacher_dir: Path, candidates_dir: Path, chosen: str) -> Path:
-    """Where the model the gate chose lives: the teacher's directory or its candidate's."""
-    return teacher_dir if chosen == TEACHER else candidates_dir / chosen
-
-
-def is_quantized(card: dict[str, Any]) -> bool:
-    """Whether the model's weights are int8 (a compression backend other than float32)."""
-    return card.get("compression", {}).get("backend", "float32") != "float32"
-
-
 def load_model(directory: Path) -> LoadedModel:
     """Rebuild the model from `directory` after verifying every file's sha256.
 
@@ -104,11 +88,7 @@ def load_model(directory: Path) -> LoadedModel:
         ArtifactIntegrityError: a file is missing or differs from the manifest, or an export archive holds
             entries that would need unpickling.
     """
-    read_verified_manifest(directory)
-    card = json.loads((directory / CARD_FILE).read_text())
-    if card.get("format_version") != CARD_FORMAT_VERSION:
-        raise ArtifactIntegrityError(f"{directory / CARD_FILE} has card format {card.get('format_version')}, this "
-                                     f"aimass reads {CARD_FORMAT_VERSION}: train the model again")
+    card = read_model_card(directory)
     if card.get("weights_format", SAFETENSORS_FORMAT) == EXPORT_FORMAT:
         _refuse_pickled_entries(directory / PROGRAM_FILE)
         import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops int8 graphs call

@@ -20,7 +20,8 @@ from aimass.config import AimassConfig, ServingConfig
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import sha256_file
-from aimass.models.artifact import compile_for_inference, is_quantized, load_model
+from aimass.models.artifact import compile_for_inference, load_model
+from aimass.models.card import is_quantized
 from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 from aimass.serving.errors import ServingError

@@ -14,7 +14,8 @@ from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError, ConfigError
 from aimass.integrity import write_manifest
 from aimass.data.preprocess import to_model_input
-from aimass.models.artifact import PROGRAM_FILE, load_model, save_exported_model
+from aimass.models.artifact import load_model, save_exported_model
+from aimass.models.card import PROGRAM_FILE
 from conftest import FORBID_UNPICKLING, GREY_28_TEN_CLASSES
 
 
