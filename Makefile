@@ -64,6 +64,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/step_startup.py
 	$(BIN)/python bench/time_to_deploy.py
 
 # On a machine with one NVIDIA GPU (and a CUDA build of torch==2.13.0 where `make setup` finds one): the full
