@@ -92,3 +92,22 @@ def test_an_unknown_transform_is_rejected_naming_the_key():
 def test_out_of_range_magnitudes_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("tiny", [override])
+
+
+def test_with_no_copies_and_no_on_the_fly_policy_the_stage_says_augmentation_is_off(tiny_config, tiny_splits_dir,
+                                                                                   tmp_path):
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "augment.expansion=0",
+                                  "augment.on_the_fly=false"])
+    result, page = augment(config, tiny_splits_dir, tmp_path / "out")
+    written, _ = load_image_sets(tmp_path / "out")
+    assert written == {} and result.added_images == 0
+    assert "Augmentation off" in page and "data:image/png" not in page
+
+
+def test_with_an_on_the_fly_policy_the_stage_previews_it_without_adding_images(tiny_config, tiny_splits_dir,
+                                                                             tmp_path):
+    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "augment.expansion=0",
+                                  "augment.on_the_fly=true"])
+    result, page = augment(config, tiny_splits_dir, tmp_path / "out")
+    assert load_image_sets(tmp_path / "out")[0] == {} and result.added_images == 0
+    assert page.count("data:image/png;base64,") == 1
