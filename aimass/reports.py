@@ -18,13 +18,14 @@ def figure_png_base64(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def html_page(title: str, figure: Figure, caption: str = "") -> str:
-    """A page with one embedded PNG figure (a data: URI, so it renders in the KFP UI's sandboxed iframe)."""
+def html_page(title: str, figure: Figure | None, caption: str = "") -> str:
+    """A page with one embedded PNG figure (a data: URI, so it renders in the KFP UI's sandboxed iframe), or only
+    its caption when there is nothing to draw."""
     escaped = html.escape(title)
+    image = "" if figure is None else f"<img alt='{escaped}' src='data:image/png;base64,{figure_png_base64(figure)}'/>"
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escaped}</title></head>"
-        f"<body style='font-family:sans-serif'><h2>{escaped}</h2>"
-        f"<img alt='{escaped}' src='data:image/png;base64,{figure_png_base64(figure)}'/>"
+        f"<body style='font-family:sans-serif'><h2>{escaped}</h2>{image}"
         f"<p>{html.escape(caption)}</p></body></html>"
     )
 

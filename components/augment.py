@@ -5,7 +5,6 @@ The output training set is the original train split followed by `augment.expansi
 With no copies and no on-the-fly augmentation the policy is not used at all: the stage says so instead of previewing
 it, and does not import torch (about 2 s of a process's start-up).
 """
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,21 +68,21 @@ def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[A
     splits, manifest = load_image_sets(splits_dir)
     train = splits["train"]
     metadata = {"data_md5": manifest["data_md5"], "augment": settings.model_dump(mode="json")}
-    if settings.expansion == 0:
-        # Nothing added: train reads the ingest output's train split rather than a copy of it.
-        save_image_sets(output_dir, {}, metadata)
-        if not settings.on_the_fly:
-            return AugmentResult(len(train), 0, 0.0, "none"), policy_unused_html(settings)
+    if not settings.expansion and not settings.on_the_fly:
+        save_image_sets(output_dir, {}, metadata)  # train reads the ingest output's train split
+        return AugmentResult(len(train), 0, 0.0, "none"), policy_unused_html(settings)
     import torch
 
     from aimass.augmentation import augment_images
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    expanded, images_per_second = train, 0.0
     if settings.expansion:
         expanded, images_per_second = expand_training_set(
             train, settings.policy, settings.expansion, settings.seed, device, settings.batch_size)
         save_image_sets(output_dir, {"train": expanded}, metadata)
+    else:  # nothing added: train reads the ingest output's train split rather than a copy of it
+        expanded, images_per_second = train, 0.0
+        save_image_sets(output_dir, {}, metadata)
     sample = np.asarray(train.images[:PREVIEW_IMAGES])
     preview = preview_html(sample, augment_images(sample, settings.policy, settings.seed, device))
     result = AugmentResult(len(train), len(expanded) - len(train), images_per_second, str(device))
@@ -92,11 +91,10 @@ def augment(config: AimassConfig, splits_dir: Path, output_dir: Path) -> tuple[A
 
 def policy_unused_html(settings: AugmentConfig) -> str:
     """The stage's page when training sees no augmented image."""
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Augmentation off</title></head>"
-            "<body style='font-family:sans-serif'><h2>Augmentation off</h2>"
-            f"<p>{html.escape(f'augment.expansion={settings.expansion} and augment.on_the_fly=false')}: this run "
-            "trains on the train split as ingest wrote it, and the augmentation policy is not applied. Set "
-            "augment.on_the_fly=true (or augment.expansion above 0) to use it.</p></body></html>")
+    return html_page("Augmentation off", None,
+                     f"augment.expansion={settings.expansion} and augment.on_the_fly=false: this run trains on the "
+                     "train split as ingest wrote it, and the augmentation policy is not applied. Set "
+                     "augment.on_the_fly=true (or augment.expansion above 0) to use it.")
 
 
 @project_component
