@@ -84,8 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _wire_repository_commands([(data_push, _data_push), (data_pull, _data_pull)])
 
     run = commands.add_parser("run", help="run the whole DAG locally through kfp.local",
-                              description="Run ingest -> validate_data -> train -> evaluate -> gate on this "
-                                          "machine and print a summary of every step.")
+                              description="Run ingest -> validate data -> augment -> train -> compress -> "
+                                          "evaluate -> gate -> bless and deploy (or reject) on this machine, each "
+                                          "step in its own process, and print a summary of every step.")
     _add_config_arguments(run)
     _add_repo_argument(run)
     run.add_argument("--summary-markdown", type=Path, default=None, metavar="FILE",

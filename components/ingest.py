@@ -27,7 +27,6 @@ from aimass.errors import DataVersionError
 from aimass.integrity import write_manifest
 
 
-
 @dataclass(frozen=True)
 class IngestResult:
     data_md5: str

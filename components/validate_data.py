@@ -261,7 +261,6 @@ def validate_data(config: AimassConfig, splits_dir: Path, work_dir: Path) -> Dat
     """Run the suite over the splits in `splits_dir`; Data Docs go to `work_dir / "data_docs"`."""
     import json
 
-
     card = SplitsCard.read(splits_dir)
     statistics = load_statistics(splits_dir)
     labels = {split: np.load(splits_dir / f"{split}-labels.npy") for split in SPLITS}

@@ -30,7 +30,6 @@ from aimass.models.card import (CARD_FILE, CARD_FORMAT_VERSION, EXPORT_FORMAT, P
                                 TRANSFORMERS_FORMAT, WEIGHTS_FILE, read_model_card)
 
 
-
 @dataclass(frozen=True)
 class LoadedModel:
     module: nn.Module
