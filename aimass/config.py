@@ -376,6 +376,31 @@ class ReleaseConfig(_Section):
                                                            "differs from registry.s3_endpoint (a port-forward)")
 
 
+class CaptureConfig(_Section):
+    """What the server records of its traffic (aimass/capture/): a sample of requests with their inputs as received
+    and their answers, written in batches by a background thread, one file per replica and interval."""
+
+    sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests recorded, chosen by request id "
+                                                            "(0 turns capture off)")
+    uri: str = Field("capture", description="a folder (relative to data.repo_dir unless absolute) or "
+                                            "s3://BUCKET/PREFIX on registry.s3_endpoint")
+    max_queue: int = Field(10_000, ge=1, description="requests waiting for the writer; more are dropped and counted")
+    flush_seconds: float = Field(5.0, gt=0, le=3600, description="how often the writer closes a file")
+    max_records_per_file: int = Field(1_000, ge=1, description="a file is closed early when it holds this many")
+
+
+class LiveMonitorConfig(_Section):
+    """Drift and live accuracy measured inside the server on a sliding window of its traffic (aimass/monitoring/)."""
+
+    enabled: bool = True
+    window: int = Field(500, ge=10, description="images in the sliding window compared with the training profile")
+    min_images: int = Field(100, ge=10, description="no drift verdict before the window holds this many images")
+    interval_seconds: float = Field(2.0, gt=0, le=600, description="how often the window is measured again")
+    remember_predictions: int = Field(100_000, ge=1, description="recent request ids feedback can be joined to")
+    max_queue: int = Field(10_000, ge=1, description="answered requests waiting for the monitor; more are skipped "
+                                                     "and counted")
+
+
 class ServingConfig(_Section):
     """The OIP v2 model server (`aimass serve`) and the deploy stage's smoke test against it.
     The bearer token comes from $AIMASS_SERVING_TOKEN or `token_file`, never from this config."""
@@ -404,6 +429,26 @@ class ServingConfig(_Section):
                                               "none starts a local server following the release")
     smoke_test_images: int = Field(1000, ge=10, description="held-out test images the deploy smoke test sends")
     ready_timeout_seconds: float = Field(60.0, gt=0, description="how long deploy waits for the new version")
+    capture: CaptureConfig = CaptureConfig()
+    monitor: LiveMonitorConfig = LiveMonitorConfig()
+
+
+class MonitorConfig(_Section):
+    """What counts as a breach of a served model, and the automatic response (`aimass monitor --retrain`)."""
+
+    embedding_p_value: float = Field(0.001, gt=0, lt=1, description="MMD permutation test on the model's outputs: "
+                                                                    "drift when p is below this (one test a window)")
+    permutations: int = Field(2_000, ge=100, le=100_000, description="permutations of the MMD test")
+    reference_images: int = Field(1_000, ge=50, description="validation images whose outputs are kept with a "
+                                                            "model at registration, as the MMD reference")
+    min_labelled: int = Field(200, ge=1, description="labels needed before live accuracy can breach")
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1, description="breach when live accuracy falls this far "
+                                                                   "below the production model's test accuracy")
+    since: str = Field("24h", pattern=r"^[0-9]+[smhd]$", description="default look-back of `aimass monitor`")
+    cooldown: str = Field("6h", pattern=r"^[0-9]+[smhd]$", description="no second retraining within this time")
+    captured_test_share: float = Field(0.3, ge=0, lt=1, description="share of labelled captured images that join "
+                                                                    "the test split of the retraining data")
+    report: str = Field("monitor-report.html", description="HTML report, relative to data.repo_dir")
 
 
 class KubernetesConfig(_Section):
@@ -451,6 +496,7 @@ class AimassConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     release: ReleaseConfig = ReleaseConfig()
     serving: ServingConfig = ServingConfig()
+    monitor: MonitorConfig = MonitorConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
     hpo: HpoConfig = HpoConfig()
@@ -477,6 +523,10 @@ class AimassConfig(_Section):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    def with_serving(self, **changes: Any) -> AimassConfig:
+        """This configuration with some `serving` settings changed (sections are frozen)."""
+        return self.model_copy(update={"serving": self.serving.model_copy(update=changes)})
 
     @classmethod
     def from_json(cls, text: str) -> AimassConfig:

@@ -13,6 +13,8 @@ class Lineage:
     run_id: str  # KFP pipeline job id
     run_name: str
     hyperparameters: str = "{}"  # JSON of what the hyper-parameter search chose, "{}" when none ran
+    trigger: str = "manual"  # what started the run: manual, schedule, git, or monitor (a breach in production)
+    trigger_reason: str = ""  # for monitor: the breached statistic or accuracy, its value, threshold and window
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -1,7 +1,8 @@
 """deploy: publish the blessed model, release it, prove the served model answers well, or undo the release.
 
 Runs only under dsl.If(gate passed), after bless_model:
-    1. push the blessed model to the registry as a new immutable version (lineage, gate metrics, parent version);
+    1. push the blessed model to the registry as a new immutable version (lineage, gate metrics, parent version),
+       with its outputs on validation images as the reference of the server's drift test (aimass/monitoring/);
     2. create a release revision serving it (embedded backend locally; Helm on a cluster);
     3. smoke-test the *served* model over HTTP: wait until the endpoint reports the new version, send held-out test
        images, and require no failed request and the same answers the blessed model gives here (the model that
@@ -11,6 +12,7 @@ Runs only under dsl.If(gate passed), after bless_model:
 The endpoint is `serving.url` when set; with the Helm backend, the chart's Service in the release namespace;
 otherwise a server is started here for the check, following the release exactly as `aimass serve` does.
 """
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard
 from aimass.errors import AimassError
 from aimass.models.artifact import LoadedModel, load_model
+from aimass.monitoring.reference import reference_outputs, with_reference_outputs
 from aimass.registry import open_registry
 from aimass.releases import ReleaseBackend, ReleaseError, Revision, open_release_backend
 from aimass.reports import markdown_table
@@ -82,8 +85,12 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
     registry = open_registry(config, SplitsCard.read(splits_dir).name)
     releases = open_release_backend(config, registry)
     previous = _current_revision(releases)
-    record = registry.push(blessed_dir, metrics=gate_metrics,
-                           parent_version=previous.model_version if previous else None)
+    validation = load_image_sets(splits_dir)[0]["validation"]
+    outputs = reference_outputs(blessed.module, validation.images, blessed.signature.input_spec,
+                                config.monitor.reference_images)
+    with tempfile.TemporaryDirectory() as scratch:  # the blessed artifact itself stays as bless wrote it
+        record = registry.push(with_reference_outputs(blessed_dir, outputs, Path(scratch) / "model"),
+                               metrics=gate_metrics, parent_version=previous.model_version if previous else None)
     revision = releases.deploy(record.version, triggered_by)
     try:
         smoke = smoke_test_release(config, registry.model_name, record.version, splits_dir, blessed,
@@ -110,8 +117,10 @@ def smoke_test_release(config: AimassConfig, model_name: str, expected_version: 
     with ExitStack() as stack:
         url = settings.url or release_endpoint
         if url is None:
-            url = stack.enter_context(running_server(model_name, ReleaseSource(config, model_name), settings,
-                                                     token)).url
+            # The check's own traffic is no production traffic: nothing of it is captured.
+            url = stack.enter_context(running_server(model_name, ReleaseSource(config, model_name),
+                                                     config.with_serving(capture=settings.capture.model_copy(
+                                                         update={"sample_rate": 0.0})), token)).url
         client = stack.enter_context(httpx.Client(
             base_url=url.rstrip("/"), timeout=30, headers={"Authorization": f"Bearer {token}"} if token else {}))
         infer_path = f"/v2/models/{model_name}/infer"

@@ -488,7 +488,8 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
 @project_component
 def train_component(config_json: str, splits: Input[Dataset], training_set: Input[Dataset], git_commit: str,
                     run_id: str, run_name: str, hyperparameters_json: str, model: Output[Model],
-                    metrics: Output[Metrics], curves: Output[HTML]):
+                    metrics: Output[Metrics], curves: Output[HTML], trigger: str = "manual",
+                    trigger_reason: str = ""):
     """Train the classifier; early stopping on validation accuracy restores the best epoch's weights.
 
     Args:
@@ -500,6 +501,8 @@ def train_component(config_json: str, splits: Input[Dataset], training_set: Inpu
         run_name: KFP pipeline job name, recorded in the lineage.
         hyperparameters_json: what the hyper-parameter search chose (dotted keys), applied over the config; "{}"
             when no search ran.
+        trigger: what started the run (manual, schedule, git, monitor), recorded in the lineage.
+        trigger_reason: why, for a run the monitor started (the breach), recorded in the lineage.
         model: safetensors weights + model.json card + sha256 manifest.
         metrics: losses, accuracies, epochs and training images/s.
         curves: loss and accuracy per epoch as an HTML page.
@@ -519,7 +522,8 @@ def train_component(config_json: str, splits: Input[Dataset], training_set: Inpu
     chosen = json.loads(hyperparameters_json or "{}")
     config = apply_hyperparameters(AimassConfig.from_json(config_json), chosen)
     lineage = Lineage(data_md5=splits.metadata["data_md5"], git_commit=git_commit, run_id=run_id, run_name=run_name,
-                      hyperparameters=json.dumps(chosen, sort_keys=True))
+                      hyperparameters=json.dumps(chosen, sort_keys=True), trigger=trigger,
+                      trigger_reason=trigger_reason)
     result = train(config, Path(splits.path), Path(model.path), lineage,
                    training_set_dir=Path(training_set.path), progress=sys.stdout.isatty())
     final = result.history[result.best_epoch - 1]

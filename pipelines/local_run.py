@@ -230,12 +230,14 @@ RUNNERS = ("subprocess", "docker")
 
 
 def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: str, verbose: bool = True,
-                         watcher: StepWatcher | None = None, runner: str = "subprocess") -> LocalRunResult:
+                         watcher: StepWatcher | None = None, runner: str = "subprocess",
+                         trigger: tuple[str, str] = ("manual", "")) -> LocalRunResult:
     """Run the whole DAG with `config` through kfp.local, writing artifacts under `pipeline_root` and each step's
     output to `<run>/logs/<step>.log` (also to the terminal when `verbose`); `watcher` hears of each step starting,
     progressing and finishing. `runner`: "subprocess" runs each step in a process of this Python environment,
     "docker" in a container of the project image (aimass/containers.py), through Docker or podman.
 
+    `trigger` (what started the run, and why) goes into every model's lineage.
     A failing step does not raise: the result says which step failed, and its log says why.
 
     Raises:
@@ -248,13 +250,14 @@ def run_pipeline_locally(config: AimassConfig, pipeline_root: Path, git_commit: 
         with container_engine():
             require_image(PROJECT_IMAGE)
             local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
-            return _run(config, pipeline_root, git_commit, verbose, watcher, step_container(config, pipeline_root))
+            return _run(config, pipeline_root, git_commit, verbose, watcher, step_container(config, pipeline_root),
+                        trigger)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
-    return _run(config, pipeline_root, git_commit, verbose, watcher, None)
+    return _run(config, pipeline_root, git_commit, verbose, watcher, None, trigger)
 
 
 def _run(config: AimassConfig, pipeline_root: Path, git_commit: str, verbose: bool, watcher: StepWatcher | None,
-         container: StepContainer | None) -> LocalRunResult:
+         container: StepContainer | None, trigger: tuple[str, str]) -> LocalRunResult:
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
     logs = StepLogs(verbose, watcher or StepWatcher(), container)
     quiet = _QuietKfpLocal(verbose)
@@ -262,7 +265,8 @@ def _run(config: AimassConfig, pipeline_root: Path, git_commit: str, verbose: bo
     root_logger.addFilter(quiet)
     try:
         with _tamed_kfp_local(logs, verbose):
-            build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit)
+            build_training_pipeline(config)(config_json=config.to_json(), git_commit=git_commit, trigger=trigger[0],
+                                            trigger_reason=trigger[1])
     finally:
         root_logger.removeFilter(quiet)
     new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)

@@ -92,7 +92,7 @@ def build_training_pipeline(default_config: AimassConfig):
     @dsl.pipeline(name=PIPELINE_NAME, description="Validate a DVC-pinned image data set version, train and compress "
                                                   "a classifier, gate it, deploy it behind the model server.")
     def training_pipeline(config_json: str = default_config.to_json(), git_commit: str = "unknown",
-                          data_version: str = ""):
+                          data_version: str = "", trigger: str = "manual", trigger_reason: str = ""):
         # ---- Data stage ----
         ingest = ingest_component(config_json=config_json, data_version=data_version).set_display_name("ingest")
         validate = validate_data_component(config_json=config_json, splits=ingest.outputs["splits"])
@@ -113,7 +113,7 @@ def build_training_pipeline(default_config: AimassConfig):
             config_json=config_json, splits=ingest.outputs["splits"],
             training_set=augment.outputs["training_set"], git_commit=git_commit,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            hyperparameters_json=hyperparameters,
+            hyperparameters_json=hyperparameters, trigger=trigger, trigger_reason=trigger_reason,
         ).set_display_name("train")
         if default_config.train.nodes > 1:
             # The step only starts the PyTorchJob whose pods hold the GPUs, and shares a volume with them.

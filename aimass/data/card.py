@@ -6,6 +6,8 @@ Layout of the imported, DVC-tracked folder `data/`:
     index.jsonl    one line per image (layouts of image files): file, label index, split, original size and channels
     images/...     the original image files, under their paths relative to the source, bytes unchanged
     idx/...        the original IDX files (the idx layout)
+    images/captured/<class>/...  images the served model was asked and users labelled, added by
+                   `aimass monitor --retrain` on top of either layout (listed in index.jsonl)
 Keeping the original files (not a converted blob) lets `dvc diff` between two data versions name the images that
 changed.
 """
@@ -36,6 +38,7 @@ class DataCard:
     quarantined: tuple[str, ...] = ()  # unreadable files left out with --skip-bad-images
     idx_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # split -> (images, labels) under idx/
     recommended_gate: dict[str, float] = field(default_factory=dict)  # thresholds the data set's publisher sets
+    captured_images: dict[str, int] = field(default_factory=dict)  # split -> labelled production images added
     format_version: int = FORMAT_VERSION
 
     @property
@@ -69,7 +72,10 @@ class DataCard:
 
 
 def read_index(data_dir: Path) -> list[dict]:
-    """The rows of index.jsonl, in file order (sorted by split, then file)."""
+    """The rows of index.jsonl, in file order (sorted by split, then file); none for an IDX data set without
+    captured images."""
+    if not (data_dir / INDEX_FILE).is_file():
+        return []
     with open(data_dir / INDEX_FILE, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]
 

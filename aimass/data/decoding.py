@@ -98,37 +98,53 @@ def _decode_files(data_dir: Path, spec: InputSpec, target: Path) -> dict[str, in
     counts = {}
     for split in sorted({row["split"] for row in rows}):
         split_rows = [row for row in rows if row["split"] == split]
-        paths = [data_dir / row["file"] for row in split_rows]
-        tasks = [paths[start:start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
-        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(paths), *spec.shape)) as images:
-            try:
-                for pixels in imap_in_processes(functools.partial(decode_files, spec=spec), tasks, chunksize=1):
-                    images.write(pixels)
-            except ValueError as error:  # the import checked every file: the workspace was changed since
-                raise DataVersionError(f"an image of {data_dir} no longer decodes ({error}); run `aimass data pull` "
-                                       "or import the data set again") from error
-        np.save(target / f"{split}-labels.npy", np.array([row["label"] for row in split_rows], dtype=np.int64))
-        np.save(target / f"{split}-sources.npy",
-                np.array([(row["width"], row["height"], row["channels"]) for row in split_rows], dtype=np.int32))
+        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(split_rows), *spec.shape)) as images:
+            _write_files(split_rows, data_dir, spec, images)
+        _save_labels_and_sources(target, split, [], [], split_rows)
         counts[split] = len(split_rows)
     return counts
 
 
 def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -> dict[str, int]:
+    """The IDX files of each split, followed by that split's image files (captured images), if any."""
+    rows = read_index(data_dir)
     counts = {}
     for split, names in card.idx_files.items():
         pixels, labels = read_idx_split(*(data_dir / name for name in names))
-        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(pixels), *spec.shape)) as images:
+        split_rows = [row for row in rows if row["split"] == split]
+        with RowWriter(target / f"{split}-images.npy", np.uint8, (len(pixels) + len(split_rows), *spec.shape)) \
+                as images:
             if spec.shape == (1, *pixels.shape[1:]):
                 images.write(pixels[:, np.newaxis])  # already at the model's input: nothing to resample
             else:
                 for image in pixels:
                     images.write(preprocess_array(image, spec)[np.newaxis])
-        np.save(target / f"{split}-labels.npy", labels.astype(np.int64))
-        np.save(target / f"{split}-sources.npy",
-                np.tile(np.array([pixels.shape[2], pixels.shape[1], 1], dtype=np.int32), (len(pixels), 1)))
-        counts[split] = len(pixels)
+            _write_files(split_rows, data_dir, spec, images)
+        idx_sources = np.tile(np.array([pixels.shape[2], pixels.shape[1], 1], dtype=np.int32), (len(pixels), 1))
+        _save_labels_and_sources(target, split, labels, idx_sources, split_rows)
+        counts[split] = len(pixels) + len(split_rows)
     return counts
+
+
+def _write_files(rows: list[dict], data_dir: Path, spec: InputSpec, images: RowWriter) -> None:
+    """Decode the image files of `rows` in worker processes, in order, into `images`."""
+    paths = [data_dir / row["file"] for row in rows]
+    tasks = [paths[start:start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
+    try:
+        for pixels in imap_in_processes(functools.partial(decode_files, spec=spec), tasks, chunksize=1):
+            images.write(pixels)
+    except ValueError as error:  # the import checked every file: the workspace was changed since
+        raise DataVersionError(f"an image of {data_dir} no longer decodes ({error}); run `aimass data pull` "
+                               "or import the data set again") from error
+
+
+def _save_labels_and_sources(target: Path, split: str, labels, sources, rows: list[dict]) -> None:
+    file_labels = np.array([row["label"] for row in rows], dtype=np.int64)
+    file_sources = np.array([(row["width"], row["height"], row["channels"]) for row in rows],
+                            dtype=np.int32).reshape(-1, 3)
+    np.save(target / f"{split}-labels.npy", np.concatenate([np.asarray(labels, dtype=np.int64), file_labels]))
+    np.save(target / f"{split}-sources.npy",
+            np.concatenate([np.asarray(sources, dtype=np.int32).reshape(-1, 3), file_sources]))
 
 
 def _with_training_statistics(spec: InputSpec, decoded_dir: Path, model_channels: int) -> InputSpec:

@@ -140,13 +140,29 @@ def decode_uploads(encoded: tuple[bytes, ...], spec: InputSpec, max_pixels: int 
     Raises:
         ImageDecodeError: naming the image (its position in the request) and why it cannot be decoded.
     """
+    return decode_uploads_with_sources(encoded, spec, max_pixels)[0]
+
+
+def decode_uploads_with_sources(encoded: tuple[bytes, ...], spec: InputSpec,
+                                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """`decode_uploads`, and each original's (width, height, channels) as ingest records them (N, 3), for the
+    server's drift window."""
     images = np.empty((len(encoded), *spec.shape), dtype=np.uint8)
+    sources = np.empty((len(encoded), 3), dtype=np.int32)
     for position, data in enumerate(encoded):
         try:
-            images[position] = preprocess_image(open_image(data, max_pixels), spec)
+            image = open_image(data, max_pixels)
         except ImageDecodeError as error:
             raise ImageDecodeError(f"image {position}: {error}") from None
-    return images
+        sources[position] = (image.width, image.height, image_channels(image))
+        images[position] = preprocess_image(image, spec)
+    return images, sources
+
+
+def tensor_sources(images: np.ndarray) -> np.ndarray:
+    """(width, height, channels) of images sent as a tensor (N, C, H, W): their originals are the tensor."""
+    count, channels, height, width = images.shape
+    return np.tile(np.array([width, height, channels], dtype=np.int32), (count, 1))
 
 
 def unit_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

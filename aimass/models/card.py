@@ -13,6 +13,7 @@ from aimass.integrity import read_verified_manifest
 WEIGHTS_FILE = "model.safetensors"
 PROGRAM_FILE = "model.pt2"
 CARD_FILE = "model.json"
+MONITOR_REFERENCE_FILE = "monitor-reference.npz"  # outputs on validation images, added at registration
 CARD_FORMAT_VERSION = 2
 SAFETENSORS_FORMAT = "safetensors"
 TRANSFORMERS_FORMAT = "transformers-safetensors"

@@ -3,17 +3,21 @@ background thread."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
+import logging
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import prometheus_client
 import torch
 import uvicorn
@@ -22,8 +26,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aimass.capture.feedback import InvalidFeedback, parse_feedback_body
+from aimass.capture.records import Label, check_request_id
+from aimass.capture.store import open_capture_store
+from aimass.capture.writer import AnsweredRequest, CaptureWriter, is_sampled
 from aimass.config import AimassConfig, ServingConfig
-from aimass.data.preprocess import ImageDecodeError, decode_uploads
+from aimass.data.preprocess import ImageDecodeError, decode_uploads_with_sources, tensor_sources
+from aimass.monitoring.live import InvalidLabels, LiveMonitor, UnknownRequest
 from aimass.serving import protocol as oip
 from aimass.serving.batcher import Predictor
 from aimass.serving.errors import ServingError
@@ -33,6 +42,9 @@ from aimass.serving.repository import ModelHolder, ModelSource, ReleaseFollower
 
 TOKEN_ENV = "AIMASS_SERVING_TOKEN"
 JSON = "application/json"
+REQUEST_ID_HEADER = "x-request-id"
+MAX_FEEDBACK_BYTES = 1 << 20  # labels are short: a megabyte holds thousands
+log = logging.getLogger("aimass.serving")
 
 
 class _BodyTooLarge(Exception):
@@ -52,12 +64,15 @@ def read_token(settings: ServingConfig) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
-def create_app(model_name: str, source: ModelSource, settings: ServingConfig, token: str | None = None) -> Starlette:
-    """The ASGI application. The release follower starts and stops with it."""
+def create_app(model_name: str, source: ModelSource, config: AimassConfig, token: str | None = None) -> Starlette:
+    """The ASGI application. The release follower, the capture writer and the monitor start and stop with it."""
+    settings = config.serving
     metrics = ServerMetrics()
     holder = ModelHolder(model_name, source, settings, metrics)
     follower = ReleaseFollower(holder, settings.poll_seconds)
     predictor = Predictor(holder, settings, metrics)
+    writer = _capture_writer(config, model_name, metrics)
+    monitor = LiveMonitor(model_name, config, metrics, lambda: holder.current) if settings.monitor.enabled else None
     expected_auth = f"Bearer {token}".encode() if token else None
 
     def respond(route: str, status: int, body: bytes, started: float) -> Response:
@@ -114,15 +129,19 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
 
     async def answer(request: Request, route: str, parse, render) -> Response:
         """Read, parse (`parse(body, model)`), decode uploaded images, predict, `render(served, parsed, probs)`;
-        every problem of the request becomes a 4xx that says what was wrong."""
+        every problem of the request becomes a 4xx that says what was wrong. Every answer carries a request id."""
         started = time.perf_counter()
         if refused := check_model(request, route, started):
             return refused
         current = holder.current
         try:
             parsed = parse(await _read_limited(request, settings.max_body_bytes), current)
-            images = parsed.images if parsed.images is not None else await asyncio.get_running_loop().run_in_executor(
-                None, decode_uploads, parsed.encoded, current.input_spec, settings.max_image_pixels)
+            request_id = _request_id(parsed.request_id, request.headers.get(REQUEST_ID_HEADER))
+            if parsed.images is not None:
+                images, sources = parsed.images, None
+            else:
+                images, sources = await asyncio.get_running_loop().run_in_executor(
+                    None, decode_uploads_with_sources, parsed.encoded, current.input_spec, settings.max_image_pixels)
         except _BodyTooLarge:
             return respond(route, 413, oip.error_body(
                 f"the request body exceeds {settings.max_body_bytes} bytes; send fewer images per request"), started)
@@ -131,7 +150,11 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         except ImageDecodeError as error:
             return respond(route, 400, oip.error_body(str(error)), started)
         served, probabilities = await predictor.predict(images)
-        return respond(route, 200, render(served, parsed, probabilities), started)
+        response = respond(route, 200, render(served, dataclasses.replace(parsed, request_id=request_id),
+                                              probabilities), started)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        _record(request_id, served, parsed, images, sources, probabilities, started)
+        return response
 
     async def infer(request: Request) -> Response:
         return await answer(
@@ -147,6 +170,55 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
             lambda body, model: oip.parse_v1_request(body, limits, len(model.class_names)),
             lambda served, parsed, probabilities: oip.v1_response(probabilities, served.class_names, parsed.top_k))
 
+    def _record(request_id, served, parsed, images, sources, probabilities, started) -> None:
+        """Hand the answer to capture and the monitor; whatever goes wrong there, the answer is already made."""
+        try:
+            if writer is not None and is_sampled(request_id, settings.capture.sample_rate):
+                writer.offer(AnsweredRequest(request_id, time.time(), model_name, served.version, served.revision,
+                                             (time.perf_counter() - started) * 1000, probabilities,
+                                             served.class_names, parsed.encoded,
+                                             images if parsed.encoded is None else None))
+            if monitor is not None:
+                monitor.observe(request_id, served, images,
+                                sources if sources is not None else tensor_sources(images), probabilities)
+        except Exception:  # noqa: BLE001
+            log.exception("capture or monitoring of request %s failed; the request was answered", request_id)
+
+    async def feedback(request: Request) -> Response:
+        started = time.perf_counter()
+        if refused := check_model(request, "feedback", started):
+            return refused
+        if monitor is None:
+            return respond("feedback", 409, oip.error_body(
+                "feedback needs the monitor: serving.monitor.enabled is false on this server"), started)
+        try:
+            items = parse_feedback_body(await _read_limited(request, MAX_FEEDBACK_BYTES))
+            for request_id, names in items:  # all checked before any is applied: a batch is taken whole or not
+                monitor.label(request_id, names, apply=False)
+        except _BodyTooLarge:
+            return respond("feedback", 413, oip.error_body(
+                f"a feedback body holds at most {MAX_FEEDBACK_BYTES} bytes; send the labels in several requests, or "
+                "import them in bulk with `aimass feedback import`"), started)
+        except (InvalidFeedback, InvalidLabels) as error:
+            return respond("feedback", 400, oip.error_body(str(error)), started)
+        except UnknownRequest as error:
+            return respond("feedback", 404, oip.error_body(str(error)), started)
+        for request_id, names in items:
+            version = monitor.label(request_id, names)
+            if writer is not None:
+                writer.offer(Label(request_id, time.time(), tuple(names), version, "api"))
+        return respond("feedback", 200, orjson.dumps({"accepted": len(items)}), started)
+
+    async def monitor_view(request: Request) -> Response:
+        started = time.perf_counter()
+        if refused := check_model(request, "monitor", started):
+            return refused
+        if monitor is None:
+            return respond("monitor", 409, oip.error_body("serving.monitor.enabled is false on this server"),
+                           started)
+        report = await asyncio.get_running_loop().run_in_executor(None, monitor.report)
+        return respond("monitor", 200, orjson.dumps(report), started)
+
     async def page(request: Request) -> Response:
         # The page holds no model data: its script asks /v2/models/{name} (with the token, when one is set).
         return Response(model_page_html(model_name), media_type="text/html; charset=utf-8")
@@ -158,9 +230,15 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
     @asynccontextmanager
     async def lifespan(app: Starlette):
         await asyncio.get_running_loop().run_in_executor(None, follower.start)
+        for background in (writer, monitor):
+            if background is not None:
+                background.start()
         yield
         follower.stop()
         predictor.close()
+        for background in (monitor, writer):  # the writer last: it writes what is queued before it stops
+            if background is not None:
+                await asyncio.get_running_loop().run_in_executor(None, background.stop)
 
     app = Starlette(routes=[
         Route("/", page),
@@ -171,10 +249,39 @@ def create_app(model_name: str, source: ModelSource, settings: ServingConfig, to
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v1/models/{name}:predict", predict_v1, methods=["POST"]),
+        Route("/v2/models/{name}/feedback", feedback, methods=["POST"]),
+        Route("/v2/models/{name}/monitor", monitor_view),
         Route("/metrics", metrics_endpoint),
     ], lifespan=lifespan)
     app.state.holder = holder
+    app.state.monitor = monitor
+    app.state.writer = writer
     return app
+
+
+def _capture_writer(config: AimassConfig, model_name: str, metrics: ServerMetrics) -> CaptureWriter | None:
+    """The capture writer, or None with capture off. A store that cannot even be opened (no credentials) turns
+    capture off with an error in the log: the server still serves."""
+    settings = config.serving.capture
+    if settings.sample_rate == 0:
+        return None
+    try:
+        store = open_capture_store(config, model_name)
+    except Exception as error:  # noqa: BLE001
+        log.error("capture is off: %s", error)
+        return None
+    return CaptureWriter(store, settings, metrics.capture_written, metrics.capture_dropped)
+
+
+def _request_id(given: str | None, header: str | None) -> str:
+    """The OIP request's `id`, else the caller's x-request-id, else a new one."""
+    chosen = given if given is not None else header
+    if chosen is None:
+        return uuid.uuid4().hex
+    try:
+        return check_request_id(chosen)
+    except ValueError as error:
+        raise oip.InvalidRequest(f"request id {chosen[:40]!r}: {error}") from None
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -195,7 +302,6 @@ def _package_version() -> str:
     from importlib.metadata import version
 
     return version("aimass")
-
 
 
 def _uvicorn_server(app: Starlette) -> uvicorn.Server:
@@ -219,7 +325,7 @@ def serve_forever(config: AimassConfig, model_name: str, source: ModelSource,
                   on_listening: Callable[[str], None] = print) -> None:
     """Run the server for `model_name` until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
     settings = config.serving
-    app = create_app(model_name, source, settings, read_token(settings))
+    app = create_app(model_name, source, config, read_token(settings))
     sock = _bind(settings.host, settings.port)
     sock.listen(2048)  # connections made before the first model is loaded wait instead of being refused
     torch.set_num_threads(1)  # batch-1 forward passes gain nothing from intra-op threads; see PERFORMANCE.md
@@ -236,13 +342,18 @@ class RunningServer:
     def holder(self) -> ModelHolder:
         return self.app.state.holder
 
+    @property
+    def monitor(self) -> LiveMonitor | None:
+        return self.app.state.monitor
+
 
 @contextmanager
-def running_server(model_name: str, source: ModelSource, settings: ServingConfig,
+def running_server(model_name: str, source: ModelSource, config: AimassConfig,
                    token: str | None = None) -> Iterator[RunningServer]:
-    """A server on a free port of `settings.host`, in a background thread, for as long as the block runs
+    """A server on a free port of `serving.host`, in a background thread, for as long as the block runs
     (the deploy smoke test and tests use it)."""
-    app = create_app(model_name, source, settings, token)
+    settings = config.serving
+    app = create_app(model_name, source, config, token)
     server = _uvicorn_server(app)
     sock = _bind(settings.host, 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="aimass-server", daemon=True)

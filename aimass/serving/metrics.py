@@ -23,6 +23,40 @@ class ServerMetrics:
         self.model_loads = prometheus_client.Counter(
             "aimass_model_loads", "Attempts to load a new model version", ["outcome"], registry=self.registry)
 
+        # Capture and monitoring (aimass/capture, aimass/monitoring). Counters that count failures are exported
+        # at 0 from the start, so a dashboard or alert sees the series before the first event.
+        self.capture_written = prometheus_client.Counter(
+            "aimass_capture_written", "Capture records written to the store (requests and labels)",
+            registry=self.registry)
+        self.capture_dropped = prometheus_client.Counter(
+            "aimass_capture_dropped", "Capture records dropped, by reason", ["reason"], registry=self.registry)
+        for reason in ("queue_full", "store_error"):
+            self.capture_dropped.labels(reason)
+        self.predictions = prometheus_client.Counter(
+            "aimass_predictions", "Images answered, by model version and predicted class", ["version", "class"],
+            registry=self.registry)
+        self.feedback = prometheus_client.Counter(
+            "aimass_feedback", "Images labelled through feedback (a relabelled request counts once)", ["version"],
+            registry=self.registry)
+        self.live_accuracy = prometheus_client.Gauge(
+            "aimass_live_accuracy", "Accuracy on the latest labelled images (serving.monitor.window), by version",
+            ["version"], registry=self.registry)
+        self.drift_distance = prometheus_client.Gauge(
+            "aimass_drift_distance", "Distance of the monitoring window from the served model's training data",
+            ["statistic"], registry=self.registry)
+        self.drift_threshold = prometheus_client.Gauge(
+            "aimass_drift_threshold", "Drift threshold of each statistic (sampling allowance included)",
+            ["statistic"], registry=self.registry)
+        self.drift_detected = prometheus_client.Gauge(
+            "aimass_drift_detected", "1 while any statistic of the monitoring window is past its threshold",
+            registry=self.registry)
+        self.monitor_window_images = prometheus_client.Gauge(
+            "aimass_monitor_window_images", "Images of the served version in the monitoring window",
+            registry=self.registry)
+        self.monitor_skipped = prometheus_client.Counter(
+            "aimass_monitor_skipped_images", "Answered images the monitor skipped because its queue was full",
+            registry=self.registry)
+
     def show_model(self, served, previous) -> None:
         if previous is not None:
             self.model_info.remove(previous.name, previous.version, str(previous.revision))

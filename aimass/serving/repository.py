@@ -22,6 +22,7 @@ from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import sha256_file
 from aimass.models.artifact import compile_for_inference, load_model
 from aimass.models.card import is_quantized
+from aimass.monitoring.reference import read_reference_outputs
 from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256, open_registry, open_registry_at
 from aimass.releases import ReleaseError, open_release_backend
 from aimass.serving.errors import ServingError
@@ -40,6 +41,8 @@ class ServedModel:
     input_spec: InputSpec
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     about: dict = dataclasses.field(default_factory=dict)  # from the model card: data set, lineage, training
+    data_profile: dict | None = None  # the training split's profile, from the model card (drift's reference)
+    reference_outputs: np.ndarray | None = None  # probabilities on validation images, kept at registration
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -82,7 +85,7 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
              "validation_accuracy": card.get("training", card.get("teacher_training", {})).get("best_validation_accuracy"),
              "validation_accuracy_of": measured_on, "compression": card.get("compression", {}).get("method")}
     served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target,
-                         about)
+                         about, card.get("data_profile"), read_reference_outputs(model_dir))
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,
     # or the first request of a new range stalls every request behind it for a recompilation (seconds).
     for batch in (1, 2, 16):

@@ -268,7 +268,7 @@ def served_release(settings):
     from aimass.serving import ReleaseSource, running_server
 
     config = load_config("tiny", [*settings, "serving.poll_seconds=0.1"])
-    with running_server(config.registry.model_name, ReleaseSource(config), config.serving) as server:
+    with running_server(config.registry.model_name, ReleaseSource(config), config) as server:
         yield config.model_copy(update={"serving": config.serving.model_copy(update={"url": server.url})})
 
 

@@ -86,7 +86,7 @@ def test_the_run_ends_with_a_deployed_answering_model(successful_run, tiny_confi
     assert revision.lineage["git_commit"] == "abc123"
     assert revision.triggered_by.startswith("pipeline run aimass-training-")
     source = ReleaseSource(tiny_config, "fashion-mnist")
-    with running_server(registry.model_name, source, tiny_config.serving) as server:
+    with running_server(registry.model_name, source, tiny_config) as server:
         image = {"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
         answer = httpx.post(f"{server.url}/v2/models/{registry.model_name}/infer", json={"inputs": [image]}).json()
     assert answer["model_version"] == revision.model_version
@@ -200,7 +200,7 @@ def test_a_folder_of_images_becomes_a_deployed_model_that_answers_with_its_class
     assert card["class_names"] == [str(k) for k in range(10)] and card["dataset"]["name"] == "digits"
     assert card["input"]["channels"] == 3 and card["input"]["height"] == 16
     registry = open_registry(config, "digits")
-    with running_server("digits", ReleaseSource(config, "digits"), config.serving) as server:
+    with running_server("digits", ReleaseSource(config, "digits"), config) as server:
         image = {"name": "images", "shape": [1, 3, 16, 16], "datatype": "UINT8", "data": [0] * 768}
         answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
     assert answer["model_version"] == registry.resolve("production")
@@ -226,7 +226,7 @@ def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class
     assert card["lineage"]["base_checkpoint"]["source"] == f"hf:{checkpoint}"
     assert (card["input"]["height"], card["input"]["mean"]) == (24, [0.5, 0.4, 0.3])
     upload = next((repo / "data" / "images").rglob("*.jpg")).read_bytes()
-    with running_server("digits", ReleaseSource(config, "digits"), config.serving) as server:
+    with running_server("digits", ReleaseSource(config, "digits"), config) as server:
         image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(upload).decode()]}
         answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
     assert answer["outputs"][0]["data"][0] in card["class_names"]

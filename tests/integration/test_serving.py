@@ -48,7 +48,7 @@ def releases(config, registry):
 @pytest.fixture
 def server(config, releases):
     releases.deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+    with running_server(MODEL, ReleaseSource(config), config) as running:
         yield running
 
 
@@ -134,7 +134,7 @@ def test_metrics_count_requests_and_name_the_served_version(server, test_images)
 
 def test_dynamic_batching_answers_each_request_with_its_own_images(config, releases, test_images):
     releases.deploy("v1", "test")
-    settings = config.serving.model_copy(update={"dynamic_batching": True, "max_batch_delay_ms": 20})
+    settings = config.with_serving(dynamic_batching=True, max_batch_delay_ms=20)
     images, _ = test_images
     with running_server(MODEL, ReleaseSource(config), settings) as running:
         async def ask_concurrently():
@@ -147,7 +147,7 @@ def test_dynamic_batching_answers_each_request_with_its_own_images(config, relea
         metrics = httpx.get(f"{running.url}/metrics").text
     forward_passes = float(re.search(r"^aimass_inference_batch_images_count (\S+)$", metrics, re.MULTILINE).group(1))
     labels = [response.json()["outputs"][0]["data"][0] for response in responses]
-    unbatched_settings = config.serving.model_copy(update={"dynamic_batching": False})
+    unbatched_settings = config.with_serving(dynamic_batching=False)
     with running_server(MODEL, ReleaseSource(config), unbatched_settings) as unbatched:
         expected = httpx.post(f"{unbatched.url}/v2/models/{MODEL}/infer", json=infer_json(images)).json()
     assert labels == expected["outputs"][0]["data"]
@@ -212,7 +212,7 @@ def test_an_unknown_model_name_gets_404(server, test_images):
 
 def test_with_a_token_requests_without_it_get_401_and_probes_stay_open(config, releases, test_images):
     releases.deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving, token=TOKEN) as running:
+    with running_server(MODEL, ReleaseSource(config), config, token=TOKEN) as running:
         infer_url = f"{running.url}/v2/models/{MODEL}/infer"
         missing = httpx.post(infer_url, json=infer_json(test_images[0]))
         wrong = httpx.post(infer_url, json=infer_json(test_images[0]), headers={"Authorization": "Bearer nope"})
@@ -223,7 +223,7 @@ def test_with_a_token_requests_without_it_get_401_and_probes_stay_open(config, r
 
 
 def test_before_anything_is_deployed_the_server_is_live_but_not_ready(config, registry, releases, test_images):
-    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+    with running_server(MODEL, ReleaseSource(config), config) as running:
         assert httpx.get(f"{running.url}/v2/health/live").status_code == 200
         assert httpx.get(f"{running.url}/v2/health/ready").status_code == 503
         assert httpx.post(f"{running.url}/v2/models/{MODEL}/infer", json=infer_json(test_images[0])).status_code \
@@ -276,7 +276,7 @@ def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path,
     registry.push(tiny_teacher[0])
     releases = open_release_backend(config, registry)
     releases.deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+    with running_server(MODEL, ReleaseSource(config), config) as running:
         store_server.stop()
         with pytest.raises(ObjectStoreError, match=f"127.0.0.1:{port} is unreachable"):
             deploy(config, tiny_teacher[0], tiny_splits_dir, {}, "test")
@@ -329,7 +329,7 @@ def test_rollback_under_load_loses_no_request_and_switches_within_a_second(serve
 def test_a_model_directory_can_be_served_as_is(tiny_teacher, config, test_images):
     from aimass.serving import DirectorySource
 
-    with running_server(MODEL, DirectorySource(tiny_teacher[0]), config.serving) as running:
+    with running_server(MODEL, DirectorySource(tiny_teacher[0]), config) as running:
         assert served_version(running.url, test_images[0]) == "local"
 
 
@@ -354,7 +354,7 @@ def test_a_pinned_storage_uri_is_served_when_its_manifest_matches(s3_registry, t
     config, registry = s3_registry
     uri = registry.storage_uri("v1")
     source = open_model_source(config, model_uri=uri, model_sha256=manifest_sha256(registry.get("v1")))
-    with running_server(MODEL, source, config.serving) as running:
+    with running_server(MODEL, source, config) as running:
         assert served_version(running.url, test_images[0]) == "v1"
 
 
@@ -363,7 +363,7 @@ def test_a_pinned_storage_uri_whose_manifest_differs_is_never_served(s3_registry
 
     config, registry = s3_registry
     source = open_model_source(config, model_uri=registry.storage_uri("v1"), model_sha256="0" * 64)
-    with running_server(MODEL, source, config.serving) as running:
+    with running_server(MODEL, source, config) as running:
         wait_for(lambda: "pinned" in httpx.get(f"{running.url}/v2/models/{MODEL}").json()["error"])
         answer = httpx.get(f"{running.url}/v2/models/{MODEL}")
         assert answer.status_code == 503 and f"but {'0' * 64} was pinned: refusing it" in answer.json()["error"]
@@ -387,7 +387,7 @@ def test_a_local_registry_version_has_a_file_uri_that_serves_it_too(config, regi
 
     assert registry.storage_uri("v2").startswith("file:///")
     with running_server(MODEL, open_model_source(config, model_uri=registry.storage_uri("v2")),
-                        config.serving) as running:
+                        config) as running:
         assert served_version(running.url, test_images[0]) == "v2"
 
 
@@ -444,7 +444,7 @@ def test_a_release_of_another_models_version_is_reported_and_the_served_model_st
     from aimass.registry import ModelRegistry
 
     releases.deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+    with running_server(MODEL, ReleaseSource(config), config) as running:
         assert served_version(running.url, test_images[0]) == "v1"
         other = ModelRegistry(releases.registry.store, "another-data-set")
         other.push(tiny_teacher[0])

@@ -28,7 +28,7 @@ def server(tiny_teacher, tmp_path_factory):
     registry = open_registry(config)
     registry.push(tiny_teacher[0])
     open_release_backend(config, registry).deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving) as running:
+    with running_server(MODEL, ReleaseSource(config), config) as running:
         yield running
 
 
@@ -209,7 +209,7 @@ def test_the_page_asks_for_the_token_when_the_server_needs_one(tiny_teacher, tmp
     registry = open_registry(config)
     registry.push(tiny_teacher[0])
     open_release_backend(config, registry).deploy("v1", "test")
-    with running_server(MODEL, ReleaseSource(config), config.serving, token="page-test-token") as running:
+    with running_server(MODEL, ReleaseSource(config), config, token="page-test-token") as running:
         page = open_url(f"{running.url}/")
     assert "Enter the bearer token to see the model." in page.text and "This server needs a bearer token" in page.text
     assert all("401" in problem for problem in page.problems), page.problems  # the card request, refused

@@ -112,6 +112,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_models_commands(commands)
     _add_release_commands(commands)
     _add_lineage_command(commands)
+    from aimass.cli.monitoring import add_monitoring_commands
+
+    add_monitoring_commands(commands, _wire_repository_commands)
     _add_serve_command(commands)
     _add_kubeflow_commands(commands)
 
@@ -646,7 +649,7 @@ def _serve(args: argparse.Namespace) -> int:
     # A model directory is named after its own card's data set, not after the data set the repository holds.
     config = _load_config(args, args.repo.resolve(), with_dataset=args.model_dir is None)
     listen = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
-    config = config.model_copy(update={"serving": config.serving.model_copy(update=listen)})
+    config = config.with_serving(**listen)
     if args.model_sha256 and not (args.model_version or args.model_uri):
         raise AimassError("--model-sha256 pins a registry version: give --model-version or --model-uri with it")
     if args.model_version:
@@ -682,7 +685,3 @@ def _config_show(args: argparse.Namespace) -> int:
 
     print(config_summary(_load_config(args)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
