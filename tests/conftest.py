@@ -196,3 +196,27 @@ def engine():
             yield docker_host
     except ContainerEngineError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def monitored_model_dir(tiny_teacher, tiny_splits_dir, tiny_config, tmp_path_factory) -> Path:
+    """The tiny teacher as deploy registers it: with its outputs on validation images as the drift reference."""
+    from aimass.data.arrays import load_image_sets
+    from aimass.models.artifact import load_model
+    from aimass.monitoring.reference import reference_outputs, with_reference_outputs
+
+    loaded = load_model(tiny_teacher[0])
+    validation = load_image_sets(tiny_splits_dir)[0]["validation"]
+    outputs = reference_outputs(loaded.module, validation.images, loaded.signature.input_spec,
+                                tiny_config.monitor.reference_images)
+    return with_reference_outputs(tiny_teacher[0], outputs, tmp_path_factory.mktemp("monitored") / "model")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_test_images(fashion_mnist_source):
+    """All 10,000 Fashion-MNIST test images (N, 1, 28, 28) and their labels, as the IDX files hold them."""
+    from aimass.data.idx import read_idx_split
+
+    pixels, labels = read_idx_split(fashion_mnist_source / "t10k-images-idx3-ubyte.gz",
+                                    fashion_mnist_source / "t10k-labels-idx1-ubyte.gz")
+    return pixels[:, None], labels.astype("int64")
