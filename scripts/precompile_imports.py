@@ -40,10 +40,11 @@ MODULES = (
 
 
 def project_modules() -> list[str]:
-    """Every module of the installed aimass package."""
+    """Every module of the installed aimass package, less `__main__` entry points (importing one runs it)."""
     import aimass
 
-    return ["aimass", *(module.name for module in pkgutil.walk_packages(aimass.__path__, "aimass."))]
+    return ["aimass", *(module.name for module in pkgutil.walk_packages(aimass.__path__, "aimass.")
+                        if not module.name.endswith(".__main__"))]
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "aimass-serving"
 CPU_VALUES = CHART / "ci" / "cpu-values.yaml"
 GPU_VALUES = CHART / "ci" / "gpu-values.yaml"
+MONITORING_VALUES = CHART / "ci" / "monitoring-values.yaml"  # on top of CPU_VALUES
 KUBERNETES_VERSIONS = ["1.34.0", "1.35.0"]
 # Custom resources have no schema in the Kubernetes API; these are the only ones aimass renders.
 CUSTOM_RESOURCE_KINDS = {"ServiceMonitor"}
@@ -60,7 +61,10 @@ def schema_errors(objects: list[dict], kubernetes_version: str) -> list[str]:
 def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
     specs = []
     for item in objects:
-        template = item.get("spec", {}).get("template", {}).get("spec")
+        spec = item.get("spec", {})
+        if item["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        template = spec.get("template", {}).get("spec")
         if template is not None:
             specs.append((f"{item['kind']}/{item['metadata']['name']}", template))
         elif item["kind"] == "Pod":

@@ -9,6 +9,7 @@ from k8s_render import (
     CPU_VALUES,
     GPU_VALUES,
     KUBERNETES_VERSIONS,
+    MONITORING_VALUES,
     REPO_ROOT,
     pod_specs,
     render_chart,
@@ -20,7 +21,7 @@ from k8s_render import (
 from aimass.config import PROJECT_IMAGE
 from aimass.releases import chart_fullname
 
-VALUE_SETS = {"cpu": (CPU_VALUES,), "gpu": (GPU_VALUES,)}
+VALUE_SETS = {"cpu": (CPU_VALUES,), "gpu": (GPU_VALUES,), "monitoring": (CPU_VALUES, MONITORING_VALUES)}
 
 
 def by_kind(objects: list[dict], kind: str) -> dict:
@@ -34,7 +35,8 @@ def server_container(objects: list[dict]) -> dict:
 
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_helm_lint_passes(values):
-    finished = run_tool("helm", "lint", "--strict", str(CHART), "-f", str(VALUE_SETS[values][0]))
+    files = [part for path in VALUE_SETS[values] for part in ("-f", str(path))]
+    finished = run_tool("helm", "lint", "--strict", str(CHART), *files)
     assert finished.returncode == 0, finished.stdout + finished.stderr
 
 
@@ -180,3 +182,56 @@ def test_the_default_values_alone_are_refused_until_a_model_is_given():
     assert finished.returncode != 0
     for key in ("version", "storageUri", "sha256"):
         assert f"at '/model/{key}'" in finished.stderr
+
+
+# ---- capture and the monitor CronJob ----
+
+def parsed_command(args: list[str]):
+    """The configuration an `aimass` command line in the chart resolves to, through the real parser."""
+    from aimass.cli import _build_parser, _cluster_config, _load_config
+
+    parsed = _build_parser().parse_args(args)
+    return parsed, (_cluster_config(parsed) if getattr(parsed, "cluster", False) else _load_config(parsed))
+
+
+def test_every_pod_captures_a_tenth_of_its_requests_into_a_bucket_named_after_the_release():
+    _, config = parsed_command(server_container(render_chart(CPU_VALUES, release="prod"))["args"])
+    assert config.serving.capture.sample_rate == 0.1
+    assert config.serving.capture.uri == "s3://aimass-capture/prod"
+
+
+def test_the_monitor_cronjob_runs_aimass_monitor_retrain_on_the_cluster_as_the_monitor_account():
+    objects = render_chart(CPU_VALUES, MONITORING_VALUES)
+    cronjob = by_kind(objects, "CronJob")
+    assert cronjob["spec"]["schedule"] == "*/30 * * * *" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "aimass-monitor"
+    parsed, config = parsed_command(pod["containers"][0]["args"])
+    assert (parsed.handler.__name__, parsed.retrain, parsed.cluster) == ("_monitor", True, True)
+    assert config.serving.capture.uri == server_config_capture_uri(objects)
+    assert (config.registry.backend, config.release.backend) == ("s3", "helm")
+    assert config.registry.model_name == "fashion-mnist-classifier"
+    for variable in pod["containers"][0]["env"]:
+        if variable["name"].startswith("AIMASS_S3_"):
+            assert "value" not in variable and variable["valueFrom"]["secretKeyRef"]["name"] == \
+                "aimass-minio-credentials"
+
+
+def server_config_capture_uri(objects) -> str:
+    return parsed_command(server_container(objects)["args"])[1].serving.capture.uri
+
+
+def test_the_monitor_pods_are_not_selected_by_the_servers_network_policy_or_service():
+    objects = render_chart(CPU_VALUES, MONITORING_VALUES)
+    labels = by_kind(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    selectors = [item["spec"]["selector"] for item in objects if item["kind"] == "Service"]
+    selectors += [item["spec"]["podSelector"]["matchLabels"] for item in objects if item["kind"] == "NetworkPolicy"]
+    matching = [selector for selector in selectors if selector.items() <= labels.items()]
+    assert len(matching) == 1  # the monitor's own policy, which lets it reach DNS, the store and the KFP API
+    (own,) = [item for item in objects if item["kind"] == "NetworkPolicy" and item["spec"]["podSelector"][
+        "matchLabels"] == matching[0]]
+    assert "ingress" not in own["spec"] and len(own["spec"]["egress"]) == 3
+
+
+def test_without_monitor_enabled_no_cronjob_is_rendered():
+    assert not [item for item in render_chart(CPU_VALUES) if item["kind"] == "CronJob"]

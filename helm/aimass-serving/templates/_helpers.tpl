@@ -36,6 +36,17 @@ aimass.io/model-version: {{ .Values.model.version | quote }}
 {{- end }}
 {{- end }}
 
+{{/* Where pods write their capture: capture.uri, else a prefix named after the release. */}}
+{{- define "aimass-serving.captureUri" -}}
+{{- default (printf "s3://aimass-capture/%s" .Release.Name) .Values.capture.uri }}
+{{- end }}
+
+{{/* The monitor CronJob's pods: a selector of their own, so the server's NetworkPolicy and Service never match. */}}
+{{- define "aimass-serving.monitorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aimass-serving.name" . }}-monitor
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "aimass-serving.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
