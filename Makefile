@@ -64,6 +64,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/compression.py
 	@scripts/ensure-command.sh wrk wrk
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/step_startup.py
 	$(BIN)/python bench/time_to_deploy.py
 

@@ -120,14 +120,14 @@ def _milliseconds(value: str) -> float:
 
 
 def measure(name: str, command: list[str], url: str, script: Path, seconds: int,
-            probe: dict) -> tuple[str, list[Measurement]]:
+            probe: dict, connections: tuple[int, ...] = CONCURRENCY) -> tuple[str, list[Measurement]]:
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           env={**os.environ, "AIMASS_SERVING_TOKEN": ""}) as server:
         try:
             wait_until_ready(url, server)
             label = probe_label(url, probe)
             run_wrk(url, script, 16, 2)  # warm-up: connection pools, allocator, lazy imports
-            results = [Measurement(name, c, **run_wrk(url, script, c, seconds)) for c in CONCURRENCY]
+            results = [Measurement(name, c, **run_wrk(url, script, c, seconds)) for c in connections]
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -141,12 +141,12 @@ def table(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
-def ratios(results: list[Measurement], baseline: str) -> str:
+def ratios(results: list[Measurement], baseline: str, prefix: str = "aimass") -> str:
     base = {r.connections: r for r in results if r.server == baseline}
     lines = [f"| server vs {baseline} | connections | requests/s ratio | p99 ratio (lower is better) |",
              "|---|---:|---:|---:|"]
     for r in results:
-        if r.server.startswith("aimass"):
+        if r.server.startswith(prefix) and r.server != baseline:
             b = base[r.connections]
             lines.append(f"| {r.server} | {r.connections} | {r.requests_per_second / b.requests_per_second:.2f}x | "
                          f"{r.p99_ms / b.p99_ms:.2f}x |")

@@ -623,6 +623,8 @@ def _lineage(args: argparse.Namespace) -> int:
             ("pipeline run", f"{lineage.get('run_name', 'unknown')} (id {lineage.get('run_id', 'unknown')})"),
             ("base checkpoint", _describe_checkpoint(lineage.get("base_checkpoint"))),
             ("parent version", record.parent_version or "none"),
+            ("trigger", lineage.get("trigger", "manual") + (f": {lineage['trigger_reason']}"
+                                                            if lineage.get("trigger_reason") else "")),
             ("gate metrics", ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.metrics.items())) or "none"),
             ("created", record.created_at)]
     if revision is not None:

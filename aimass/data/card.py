@@ -51,6 +51,8 @@ class DataCard:
 
     def write(self, data_dir: Path) -> None:
         values = {**asdict(self), "class_names": list(self.class_names), "quarantined": list(self.quarantined)}
+        if not self.captured_images:  # an import writes the card it always wrote: its DVC hash stays the same
+            del values["captured_images"]
         (data_dir / CARD_FILE).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
     @classmethod

@@ -186,6 +186,8 @@ def test_a_breach_retrains_on_the_labelled_captured_images_once_per_cooldown(ret
     assert retrained.lineage["trigger"] == "monitor"
     assert "brightness" in retrained.lineage["trigger_reason"] and "threshold" in retrained.lineage["trigger_reason"]
     assert retrained.lineage["data_md5"] in (repo / "data.dvc").read_text()
+    assert main(["lineage", "v2", "--profile", "tiny", "--repo", str(repo)]) == 0
+    assert "trigger                monitor: v1: drift in brightness" in capsys.readouterr().out
 
     assert main(["monitor", "--profile", "tiny", "--repo", str(repo)]) == 0  # v1's traffic: not production's now
     serve_and_send(config, (images[500:1000] // 2).astype(np.uint8), labels[500:1000], prefix="dark-again")
