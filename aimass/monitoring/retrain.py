@@ -111,7 +111,8 @@ def build_retraining_data(config: AimassConfig, repo: Path, read: CaptureRead) -
     data_dir = repo / config.data.dataset_dir
     card = DataCard.read(data_dir)
     existing = read_index(data_dir)
-    known = {row["file"] for row in existing}
+    before = frozenset(row["file"] for row in existing)
+    known = set(before)
     has_own_test = "test" in card.splits
     staged, skipped = [], 0
     for request in read.requests:
@@ -156,7 +157,6 @@ def build_retraining_data(config: AimassConfig, repo: Path, read: CaptureRead) -
         rows.sort(key=lambda row: (row["split"], row["file"]))
         with open(staging / INDEX_FILE, "w", encoding="utf-8") as index:
             index.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
-        before = {row["file"] for row in existing}
         added = Counter(row["split"] for row in rows if row["file"] not in before)
         captured = Counter(row["split"] for row in rows if row["file"].startswith(CAPTURED_DIR))
         splits = dict(card.splits)

@@ -1,4 +1,5 @@
-"""The model server's page for people (`GET /`): the served model's card and a drop zone that classifies an image.
+"""The model server's page for people (`GET /`): the served model's card, a drop zone that classifies an image, and
+the monitor's drift window and live accuracy (`/v2/models/{name}/monitor`) as bars.
 
 One self-contained HTML document: no build step and nothing fetched from elsewhere (the server is offline on a
 cluster too). The page embeds no model data; its script reads `/v2/models/{name}` and sends the dropped image to
@@ -22,6 +23,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 #drop.over { background: #eef; }
 #preview { max-width: 12em; max-height: 12em; display: block; margin: 0.5em auto; }
 .bar { background: #4a7; height: 0.8em; }
+.bar.over { background: #c44; }
 .error { color: #b00; }
 #auth { display: none; }
 </style></head>
@@ -34,6 +36,10 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 <div id="drop"><p>Drop an image here, or <label><u>pick a file</u>
 <input id="file" type="file" accept="image/*" hidden></label>.</p></div>
 <table id="answer"></table>
+<h2>Monitoring</h2>
+<p id="monitor-status">No traffic measured yet.</p>
+<table id="drift"></table>
+<table id="mix"></table>
 <script>
 "use strict";
 const MODEL = __MODEL__;
@@ -139,13 +145,49 @@ drop.addEventListener("drop", event => {
 document.getElementById("file").addEventListener("change", event => {
   if (event.target.files.length) { classify(event.target.files[0]); }
 });
+function bar(share, over) {
+  const div = document.createElement("div");
+  div.className = over ? "bar over" : "bar";
+  div.style.width = Math.max(1, Math.min(100, 100 * share)) + "%";
+  return div;
+}
+
+// The server's drift window and live accuracy (GET /v2/models/NAME/monitor): each statistic's distance as a bar
+// against its threshold (full width = the threshold), and the class mix the model answered.
+async function loadMonitor() {
+  const response = await fetch("/v2/models/" + MODEL + "/monitor", {headers: headers()});
+  if (!response.ok) { return; }
+  const view = await response.json();
+  const accuracy = view.feedback.accuracy === null ? "no labels yet"
+    : (100 * view.feedback.accuracy).toFixed(1) + "% on " + view.feedback.labelled_images + " labelled images";
+  document.getElementById("monitor-status").textContent = "Window: " + view.window.images + " of "
+    + view.window.capacity + " images of " + (view.version || "no version") + "; drift "
+    + (view.drift.detected ? "DETECTED" : "not detected") + "; live accuracy " + accuracy + ". "
+    + view.drift.notes.join(" ");
+  const drift = document.getElementById("drift");
+  drift.replaceChildren();
+  if (view.drift.checks.length) { row(drift, ["statistic", "distance", "threshold", "distance / threshold"], true); }
+  for (const check of view.drift.checks) {
+    row(drift, [check.statistic, check.distance.toFixed(4), check.threshold.toFixed(4),
+                bar(Math.max(check.distance, 0) / check.threshold / 2, check.drifted)]);
+  }
+  const mix = document.getElementById("mix");
+  mix.replaceChildren();
+  const shares = Object.entries(view.class_mix);
+  if (shares.length) { row(mix, ["class answered", "share"], true); }
+  for (const [name, share] of shares) { row(mix, [name, bar(share, false)]); }
+}
+
 document.getElementById("auth").addEventListener("submit", event => {
   event.preventDefault();
   token = document.getElementById("token").value;
   document.getElementById("auth").style.display = "none";
   loadCard();
+  loadMonitor();
 });
 loadCard();
+loadMonitor();
+setInterval(loadMonitor, 5000);
 </script>
 </body></html>
 """

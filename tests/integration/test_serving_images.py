@@ -200,6 +200,7 @@ def test_the_page_shows_the_models_card_and_classifies_a_picked_image(server, te
     assert f"sneaker.png: {expected} ({MODEL} v1)" in page.text
     assert "classes\t10: T-shirt/top, Trouser" in page.text and "data version" in page.text
     assert "%" in page.text  # the top classes with their probabilities
+    assert "Window: " in page.text and "images of v1; drift" in page.text  # the monitor's view
 
 
 def test_the_page_asks_for_the_token_when_the_server_needs_one(tiny_teacher, tmp_path, browser):
