@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aimass.errors import ConfigError
 
@@ -355,6 +355,52 @@ class RegistryConfig(_Section):
                                    description="registered model; none: the imported data set's name")
 
 
+class CanaryConfig(_Section):
+    """How `aimass release canary` judges a candidate against production on the same window of traffic (docs/
+    OPERATIONS.md). Every check compares the two versions over one step's traffic; one failed check aborts."""
+
+    steps: tuple[int, ...] = Field((10, 50, 100), min_length=1, description="traffic weights (percent) of the "
+                                                                             "candidate, increasing, ending at 100")
+    shadow_first: bool = Field(True, description="a first step at weight 0: the candidate answers every request in "
+                                                 "the background, only production's answer is returned")
+    step_seconds: float = Field(60.0, gt=0, le=86_400, description="a step's traffic window, at least")
+    min_requests: int = Field(100, ge=1, description="requests the candidate must answer (routed or shadow) before "
+                                                     "a step is judged")
+    traffic_timeout_seconds: float = Field(900.0, gt=0, description="a step that has not seen min_requests by then "
+                                                                    "aborts the canary (no traffic, no verdict)")
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="candidate's 5xx share may exceed "
+                                                                         "production's by this much")
+    max_latency_ratio: float = Field(1.5, gt=0, description="candidate p99 / production p99 of routed requests, "
+                                                            "at most (judged when both answered min_requests)")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="share of images both models answer alike, without "
+                                                              "enough labels to say which one is right")
+    min_labelled: int = Field(50, ge=1, description="labelled images each version needs in the window before live "
+                                                    "accuracy decides instead of agreement")
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="candidate's live accuracy may trail "
+                                                                   "production's by this much on the same images")
+    mirror: bool = Field(True, description="at weighted steps too, the other model answers each request in the "
+                                           "background: agreement and paired accuracy on all traffic")
+    max_shadow_queue: int = Field(256, ge=1, description="requests waiting for the background model; more are "
+                                                         "not mirrored, and counted")
+    metrics_url: str | None = Field(None, pattern=r"^https?://\S+$", description="where the controller reads "
+                                    "the servers' counters: a Prometheus (/api/v1/query) with the helm backend; "
+                                    "none: the server's own /metrics at serving.url or serving.host:port")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        from aimass.canary.plan import check_steps
+
+        return check_steps(steps)
+
+
+class DeployConfig(_Section):
+    strategy: Literal["direct", "canary", "none"] = Field(
+        "direct", description="how the pipeline's deploy stage releases a blessed model: direct (a new revision "
+                              "at once), canary (release.canary.* steps, promoted or rolled back by their checks), "
+                              "none (register only)")
+
+
 class ReleaseConfig(_Section):
     backend: Literal["embedded", "helm"] = Field(
         "embedded", description="embedded: a local history file; helm: revisions of the serving chart on a cluster")
@@ -374,6 +420,7 @@ class ReleaseConfig(_Section):
     history_max: int = Field(10, ge=2, description="revisions helm keeps (what rollback can reach)")
     storage_endpoint: str | None = Field(None, description="the store as the serving pods reach it, when that "
                                                            "differs from registry.s3_endpoint (a port-forward)")
+    canary: CanaryConfig = CanaryConfig()
 
 
 class CaptureConfig(_Section):
@@ -495,6 +542,7 @@ class AimassConfig(_Section):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     release: ReleaseConfig = ReleaseConfig()
+    deploy: DeployConfig = DeployConfig()
     serving: ServingConfig = ServingConfig()
     monitor: MonitorConfig = MonitorConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()

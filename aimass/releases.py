@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from aimass.canary.plan import PROMOTED, CanaryError, CanaryState
 from aimass.config import PROJECT_IMAGE, AimassConfig, RegistryConfig, ReleaseConfig
 from aimass.errors import AimassError
 from aimass.registry import ModelRegistry, ModelVersion, manifest_sha256
@@ -54,6 +55,16 @@ class Revision:
     description: str  # "Install complete", "Upgrade complete", "Rollback to 3"
     triggered_by: str  # who or what: "alice@laptop", "pipeline run aimass-training-..."
     updated_at: str  # UTC, ISO 8601
+    canary: dict | None = None  # CanaryState.to_dict() of a canary step, its promotion or its abort
+
+    @property
+    def canary_state(self) -> CanaryState | None:
+        return CanaryState.from_dict(self.canary) if self.canary else None
+
+    @property
+    def running_canary(self) -> CanaryState | None:
+        state = self.canary_state
+        return state if state is not None and state.running else None
 
 
 class ReleaseBackend(ABC):
@@ -72,6 +83,22 @@ class ReleaseBackend(ABC):
 
     @abstractmethod
     def history(self) -> list[Revision]: ...
+
+    # ---- canaries (aimass/canary): each step, the promotion and an abort are revisions of their own ----
+
+    @abstractmethod
+    def record_canary(self, state: CanaryState, description: str, triggered_by: str) -> Revision:
+        """A revision serving production as it is, with the canary `state` beside it (its candidate and weight).
+        A canary at its first step is refused while another runs; a later step is refused unless this canary
+        still runs (it was aborted by hand), so that nothing is changed behind an operator's back."""
+
+    @abstractmethod
+    def promote_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        """A revision serving the candidate as production, the canary's analysis in its lineage."""
+
+    @abstractmethod
+    def abort_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        """Production alone again, the aborted canary (outcome and reason) recorded in the history."""
 
     def status(self) -> Revision:
         deployed = [revision for revision in self.history() if revision.status == DEPLOYED]
@@ -134,13 +161,34 @@ class EmbeddedReleaseBackend(ReleaseBackend):
             return []
         return [Revision(**entry) for entry in json.loads(self.path.read_text())]
 
+    def record_canary(self, state: CanaryState, description: str, triggered_by: str) -> Revision:
+        self.registry.get(state.candidate_version)
+        with self._locked_history() as revisions:
+            current = check_canary_change(_deployed(revisions), state)
+            return self._append(revisions, current.model_version, current.lineage, description, triggered_by,
+                                canary=state.to_dict())
+
+    def promote_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        record = self.registry.get(state.candidate_version)
+        with self._locked_history() as revisions:
+            check_canary_change(_deployed(revisions), state)
+            promoted = state.ended(PROMOTED)
+            return self._append(revisions, record.version, revision_lineage(record) | canary_lineage(promoted),
+                                promotion_description(promoted), triggered_by, canary=promoted.to_dict())
+
+    def abort_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        with self._locked_history() as revisions:
+            current = check_canary_change(_deployed(revisions), state)
+            return self._append(revisions, current.model_version, current.lineage, abort_description(state),
+                                triggered_by, canary=state.to_dict())
+
     def _append(self, revisions: list[Revision], version: str, lineage: dict, description: str,
-                triggered_by: str) -> Revision:
+                triggered_by: str, canary: dict | None = None) -> Revision:
         revisions[:] = [replace(r, status=SUPERSEDED) if r.status == DEPLOYED else r for r in revisions]
         revision = Revision(
             revision=len(revisions) + 1, model_name=self.registry.model_name, model_version=version,
             lineage=dict(lineage), status=DEPLOYED, description=description, triggered_by=triggered_by,
-            updated_at=_now())
+            updated_at=_now(), canary=canary)
         revisions.append(revision)
         return revision
 
@@ -156,6 +204,44 @@ class EmbeddedReleaseBackend(ReleaseBackend):
             with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False) as staging:
                 json.dump([asdict(r) for r in revisions], staging, indent=2)
             os.replace(staging.name, self.path)
+
+
+def check_canary_change(current: Revision | None, state: CanaryState) -> Revision:
+    """The deployed revision, if `state` may be recorded on top of it (see ReleaseBackend.record_canary)."""
+    if current is None:
+        raise CanaryError(f"nothing is deployed yet, so {state.candidate_version} has no production to be "
+                          "compared with: `aimass release deploy VERSION` first")
+    running = current.running_canary
+    starting = state.step == 0 and not state.results and state.running
+    if starting and running is not None:
+        raise CanaryError(f"a canary of {running.candidate_version} is running (revision {current.revision}, "
+                          f"{running.step_label()}): wait for its verdict or stop it with "
+                          "`aimass release canary --abort`")
+    if starting and state.candidate_version == current.model_version:
+        raise CanaryError(f"{state.candidate_version} is production already (revision {current.revision}): a "
+                          "canary compares another version with it")
+    if not starting and (running is None or running.candidate_version != state.candidate_version
+                         or running.started_at != state.started_at):
+        raise CanaryError(f"the canary of {state.candidate_version} is no longer running (revision "
+                          f"{current.revision}: {current.description}); nothing was changed")
+    return current
+
+
+def canary_lineage(state: CanaryState) -> dict[str, str]:
+    """What a promoted revision records of the canary that judged it: each step's weight, traffic and checks."""
+    steps = [f"{'shadow' if result.weight == 0 else f'{result.weight}%'}: "
+             + ", ".join(f"{check['name']} {check['summary']}" for check in result.checks)
+             for result in state.results]
+    return {"canary_from_revision": str(state.base_revision), "canary_started_at": state.started_at,
+            "canary_steps": " | ".join(steps) or "none"}
+
+
+def promotion_description(state: CanaryState) -> str:
+    return f"Canary {state.candidate_version} promoted after {len(state.results)} steps"
+
+
+def abort_description(state: CanaryState) -> str:
+    return f"Canary {state.candidate_version} aborted at {state.step_label()}: {state.reason}"
 
 
 def _deployed_entry(entries: list[dict]) -> dict | None:
@@ -190,16 +276,20 @@ class HelmReleaseBackend(ReleaseBackend):
         self.endpoint_url = f"http://{chart_fullname(settings.name)}.{settings.namespace}.svc:8080"
         self._major_version: int | None = None
 
-    def deploy(self, model_version: str, triggered_by: str) -> Revision:
+    def deploy(self, model_version: str, triggered_by: str, extra_lineage: dict[str, str] | None = None,
+               canary: dict | None = None, description: str | None = None) -> Revision:
         record = self.registry.get(model_version)  # refuses unknown versions before helm runs
         values = self.model_values(record, triggered_by)
+        values["lineage"].update(extra_lineage or {})
+        values["canary"] = canary or {}  # a deploy ends any canary: the server routes to production alone
+        described = ["--description", description[:512]] if description else []
         with tempfile.NamedTemporaryFile("w", prefix="aimass-model-", suffix=".yaml") as model_values:
             yaml.safe_dump(values, model_values, sort_keys=True)
             model_values.flush()
             site_values = [argument for path in self.settings.values_files for argument in ("-f", path)]
             self._helm("upgrade", "--install", self.settings.name, str(self.chart_dir), *self._wait_flags(),
                        self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
-                       *site_values, "-f", model_values.name,  # the model's values last: they win
+                       *site_values, "-f", model_values.name, *described,  # the model's values last: they win
                        failure_note="the previous revision keeps serving (helm rolled the failed one back)")
         return self._latest()
 
@@ -218,6 +308,46 @@ class HelmReleaseBackend(ReleaseBackend):
             "image": {"repository": repository, "tag": tag},
             "storage": self.storage_values,
         }
+
+    def record_canary(self, state: CanaryState, description: str, triggered_by: str) -> Revision:
+        self.registry.get(state.candidate_version)
+        current = check_canary_change(self._deployed_revision(), state)
+        self._upgrade_values(current.revision, {"canary": state.to_dict(), "triggeredBy": triggered_by},
+                             description)
+        return self._latest()
+
+    def promote_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        check_canary_change(self._deployed_revision(), state)
+        promoted = state.ended(PROMOTED)
+        return self.deploy(state.candidate_version, triggered_by, extra_lineage=canary_lineage(promoted),
+                           canary=promoted.to_dict(), description=promotion_description(promoted))
+
+    def abort_canary(self, state: CanaryState, triggered_by: str) -> Revision:
+        """The abort recorded as a revision of its own (weight 0, the reason in its description, so that `helm
+        history` says why), then `helm rollback` to the revision that served before the canary."""
+        current = check_canary_change(self._deployed_revision(), state)
+        self._upgrade_values(current.revision, {"canary": state.to_dict(), "triggeredBy": triggered_by},
+                             abort_description(state))
+        self._helm("rollback", self.settings.name, str(state.base_revision), *self._wait_flags(),
+                   "--history-max", str(self.settings.history_max))
+        return self._latest()
+
+    def _deployed_revision(self) -> Revision | None:
+        deployed = _deployed_entry(self._entries())
+        return self._revision(deployed) if deployed is not None else None
+
+    def _upgrade_values(self, revision: int, changes: dict, description: str) -> None:
+        """A new revision with `revision`'s values and `changes` (as `--reuse-values`, but explicit, so that the
+        values file is the whole truth of the revision)."""
+        values = json.loads(self._helm("get", "values", self.settings.name, "--revision", str(revision),
+                                       "-o", "json")) or {}
+        with tempfile.NamedTemporaryFile("w", prefix="aimass-canary-", suffix=".yaml") as values_file:
+            yaml.safe_dump(values | changes, values_file, sort_keys=True)
+            values_file.flush()
+            self._helm("upgrade", self.settings.name, str(self.chart_dir), *self._wait_flags(),
+                       self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
+                       "-f", values_file.name, "--description", description[:512],
+                       failure_note="the previous revision keeps serving (helm rolled the failed one back)")
 
     def rollback(self, to_revision: int | None, triggered_by: str) -> Revision:
         entries = self._entries()
@@ -272,7 +402,7 @@ class HelmReleaseBackend(ReleaseBackend):
             revision=entry["revision"], model_name=model.get("name", "?"), model_version=model.get("version", "?"),
             lineage=dict(values.get("lineage", {})), status=entry["status"], description=entry["description"],
             triggered_by=HELM_ROLLBACK_NOTE if rolled_back else values.get("triggeredBy", ""),
-            updated_at=entry.get("updated", ""))
+            updated_at=entry.get("updated", ""), canary=values.get("canary") or None)
 
     # ---- the helm CLI ----
 

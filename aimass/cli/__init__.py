@@ -242,6 +242,9 @@ def _add_serve_command(commands) -> None:
                         help="serve the version at s3://BUCKET/models/NAME/versions/vN (what the Helm chart passes)")
     serve.add_argument("--model-sha256", default=None, metavar="HEX", type=_sha256_argument,
                        help="refuse the version unless its manifest.json has this sha256 (with --model-version/-uri)")
+    serve.add_argument("--canary-file", type=Path, default=None, metavar="PATH",
+                       help="with --model-uri: the canary of the same Helm revision, re-read as it changes (the "
+                            "chart mounts values.canary there)")
     serve.add_argument("--host", default=None, help="address to listen on (default: serving.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port; 0 = any free port)")
     _wire_repository_commands([(serve, _serve)])
@@ -660,7 +663,11 @@ def _serve(args: argparse.Namespace) -> int:
         check_version_or_alias(args.model_version)  # a server that can never become ready must not start
     from aimass.registry import registered_model_name
 
-    source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256)
+    if args.canary_file and not args.model_uri:
+        raise AimassError("--canary-file goes with --model-uri (the Helm chart's pinned version); a server that "
+                          "follows the release reads its canary from the release history")
+    source = open_model_source(config, args.model_version, args.model_dir, args.model_uri, args.model_sha256,
+                               args.canary_file)
     name = registered_model_name(config, _dataset_of_model(args.model_dir) if args.model_dir else None)
     serve_forever(config, name, source, lambda url: print(f"serving {name} at {url}/v2/models/{name}/infer", flush=True))
     return 0

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class _Answer:
     class_names: list[str]
     predicted: np.ndarray  # (N,) class indices
     labelled: bool = False
+    truth: np.ndarray | None = None  # the labels, once they came
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # a canary's background answers, by version
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,16 @@ class _WindowChunk:
 
 
 class LiveMonitor:
-    def __init__(self, model_name: str, config: AimassConfig, metrics, current: Callable[[], object]):
-        """`current()` is the ServedModel answering now (or None)."""
+    def __init__(self, model_name: str, config: AimassConfig, metrics, current: Callable[[], object],
+                 candidate: Callable[[], object] = lambda: None):
+        """`current()` is the ServedModel answering now (or None); `candidate()` a canary's candidate (or None)."""
         self.model_name = model_name
         self.settings = config.serving.monitor
         self.validation = config.validation
         self.monitor_config = config.monitor
         self.metrics = metrics
         self.current = current
+        self.candidate = candidate
         self._incoming: queue.Queue = queue.Queue(maxsize=self.settings.max_queue)
         self._answers: OrderedDict[str, _Answer] = OrderedDict()
         self._labelled: dict[str, OrderedDict[str, tuple[int, int]]] = {}  # version -> id -> (correct, images)
@@ -100,6 +104,22 @@ class LiveMonitor:
         except queue.Full:
             self.metrics.monitor_skipped.inc(len(images))
 
+    def observe_other(self, request_id: str, model, images: np.ndarray, sources: np.ndarray,
+                      probabilities: np.ndarray) -> None:
+        """A canary's background answer to a request already answered: into that version's window (its drift view)
+        and beside the answer, so that a label judges both models on the same images, whichever arrives first."""
+        predicted = probabilities.argmax(axis=1)
+        with self._lock:
+            answer = self._answers.get(request_id)
+            if answer is not None and len(predicted) == len(answer.predicted):
+                answer.others[model.version] = predicted
+                if answer.truth is not None:
+                    self._judge(request_id, model.version, predicted, answer.truth)
+        try:
+            self._incoming.put_nowait((model.version, images, sources, probabilities))
+        except queue.Full:
+            self.metrics.monitor_skipped.inc(len(images))
+
     def label(self, request_id: str, names: list[str], apply: bool = True) -> str:
         """Join labels (class names, one per image of the request) to the prediction made for `request_id`; a second
         label for the same id replaces the first. Returns the version that made the prediction. With `apply`
@@ -125,17 +145,27 @@ class LiveMonitor:
             if not apply:
                 return answer.version
             truth = np.array([answer.class_names.index(name) for name in names])
-            correct = int((truth == answer.predicted).sum())
-            by_id = self._labelled.setdefault(answer.version, OrderedDict())
             if not answer.labelled:
                 self.metrics.feedback.labels(answer.version).inc(len(names))
-            answer.labelled = True
-            by_id[request_id] = (correct, len(names))
-            by_id.move_to_end(request_id)
-            while sum(images for _, images in by_id.values()) > self.settings.window and len(by_id) > 1:
-                by_id.popitem(last=False)
-            self._changed = True
+            first = not answer.labelled
+            answer.labelled, answer.truth = True, truth
+            for version, predicted in [(answer.version, answer.predicted), *answer.others.items()]:
+                self._judge(request_id, version, predicted, truth, count=first)
             return answer.version
+
+    def _judge(self, request_id: str, version: str, predicted: np.ndarray, truth: np.ndarray,
+               count: bool = True) -> None:
+        """One version's answer to a labelled request, into its live accuracy (under the lock)."""
+        correct = int((truth == predicted).sum())
+        if count:  # counters count a request's first label; a relabel only corrects the window
+            self.metrics.judged_images.labels(version).inc(len(truth))
+            self.metrics.judged_correct_images.labels(version).inc(correct)
+        by_id = self._labelled.setdefault(version, OrderedDict())
+        by_id[request_id] = (correct, len(truth))
+        by_id.move_to_end(request_id)
+        while sum(images for _, images in by_id.values()) > self.settings.window and len(by_id) > 1:
+            by_id.popitem(last=False)
+        self._changed = True
 
     # ---- the monitor's part ----
 
@@ -195,13 +225,22 @@ class LiveMonitor:
                                              for version, (correct, images) in accuracy.items()}}
         if served is None:
             return report
+        candidate = self.candidate()
+        if candidate is not None:
+            report["canary"] = self._measured_version(window, candidate, self._empty_report(), canary=True)
+        return self._measured_version(window, served, report)
+
+    def _measured_version(self, window: list[_WindowChunk], served, report: dict, canary: bool = False) -> dict:
+        """`report` with the window of `served`'s answers measured against its own training data; a canary
+        candidate's view sets only its own drift gauge."""
         chunks = [chunk for chunk in window if chunk.version == served.version]
         images = sum(len(chunk) for chunk in chunks)
         own = report["feedback"]["by_version"].get(served.version, {"labelled_images": 0, "accuracy": None})
         report.update(version=served.version, revision=served.revision, measured_at=time.time())
         report["feedback"].update(own)
         report["window"]["images"] = images
-        self.metrics.monitor_window_images.set(images)
+        if not canary:
+            self.metrics.monitor_window_images.set(images)
         if images == 0:
             return report
         probabilities = np.concatenate([chunk.probabilities for chunk in chunks])
@@ -216,7 +255,10 @@ class LiveMonitor:
         drift = measure_drift(statistics, probabilities, served.class_names, served.data_profile,
                               served.reference_outputs, f"the last {images} images served by {served.version} vs "
                               "its training data", self.validation, self.monitor_config)
-        self._show_drift(drift)
+        if canary:
+            self.metrics.canary_drift_detected.set(1 if drift.drifted else 0)
+        else:
+            self._show_drift(drift)
         report["drift"] = drift.to_dict()
         return report
 

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aimass.canary.traffic import ShadowRunner, choose_model
 from aimass.capture.feedback import InvalidFeedback, parse_feedback_body
 from aimass.capture.records import Label, check_request_id
 from aimass.capture.store import open_capture_store
@@ -43,6 +44,7 @@ from aimass.serving.repository import ModelHolder, ModelSource, ReleaseFollower
 TOKEN_ENV = "AIMASS_SERVING_TOKEN"
 JSON = "application/json"
 REQUEST_ID_HEADER = "x-request-id"
+MODEL_VERSION_HEADER = "x-model-version"  # the version that answered: production's or a canary candidate's
 MAX_FEEDBACK_BYTES = 1 << 20  # labels are short: a megabyte holds thousands
 log = logging.getLogger("aimass.serving")
 
@@ -72,7 +74,10 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
     follower = ReleaseFollower(holder, settings.poll_seconds)
     predictor = Predictor(holder, settings, metrics)
     writer = _capture_writer(config, model_name, metrics)
-    monitor = LiveMonitor(model_name, config, metrics, lambda: holder.current) if settings.monitor.enabled else None
+    monitor = LiveMonitor(model_name, config, metrics, lambda: holder.current,
+                          lambda: holder.canary.model if holder.canary else None) \
+        if settings.monitor.enabled else None
+    shadow = ShadowRunner(metrics, monitor, config.release.canary.max_shadow_queue)
     expected_auth = f"Bearer {token}".encode() if token else None
 
     def respond(route: str, status: int, body: bytes, started: float) -> Response:
@@ -115,8 +120,12 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
             return refused
         served = holder.current
         body = oip.model_metadata(model_name, served.version, served.class_names, served.input_spec.shape)
+        canary = holder.canary
         body["parameters"].update({"release_revision": served.revision, "load_error": holder.last_error,
-                                   "preprocessing": served.input_spec.to_dict(), **served.about})
+                                   "preprocessing": served.input_spec.to_dict(), **served.about,
+                                   "canary": None if canary is None else {
+                                       "version": canary.model.version, "weight": canary.weight,
+                                       "shadow": canary.shadow, "step": canary.step, "mirror": canary.mirror}})
         return JSONResponse(body)
 
     async def model_ready(request: Request) -> Response:
@@ -149,11 +158,23 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
             return respond(route, error.status, oip.error_body(str(error)), started)
         except ImageDecodeError as error:
             return respond(route, 400, oip.error_body(str(error)), started)
-        served, probabilities = await predictor.predict(images)
+        chosen, background = choose_model(current, holder.canary, request_id)
+        try:
+            served, probabilities = await predictor.predict(images, chosen)
+        except Exception:  # noqa: BLE001 (the model failed on valid input: a 500 counted against its version)
+            log.exception("%s %s failed to answer request %s", model_name, chosen.version, request_id)
+            metrics.model_requests.labels(chosen.version, "500").inc()
+            response = respond(route, 500, oip.error_body(
+                f"{model_name} {chosen.version} failed to answer; the server log has the details"), started)
+            response.headers[MODEL_VERSION_HEADER] = chosen.version
+            return response
         response = respond(route, 200, render(served, dataclasses.replace(parsed, request_id=request_id),
                                               probabilities), started)
         response.headers[REQUEST_ID_HEADER] = request_id
-        _record(request_id, served, parsed, images, sources, probabilities, started)
+        response.headers[MODEL_VERSION_HEADER] = served.version
+        metrics.model_requests.labels(served.version, "200").inc()
+        metrics.model_latency.labels(served.version).observe(time.perf_counter() - started)
+        _record(request_id, served, parsed, images, sources, probabilities, started, background)
         return response
 
     async def infer(request: Request) -> Response:
@@ -168,19 +189,23 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
         return await answer(
             request, "predict_v1",
             lambda body, model: oip.parse_v1_request(body, limits, len(model.class_names)),
-            lambda served, parsed, probabilities: oip.v1_response(probabilities, served.class_names, parsed.top_k))
+            lambda served, parsed, probabilities: oip.v1_response(probabilities, served.class_names, parsed.top_k,
+                                                                  served.version))
 
-    def _record(request_id, served, parsed, images, sources, probabilities, started) -> None:
-        """Hand the answer to capture and the monitor; whatever goes wrong there, the answer is already made."""
+    def _record(request_id, served, parsed, images, sources, probabilities, started, background) -> None:
+        """Hand the answer to capture, the monitor and a canary's background model; whatever goes wrong there, the
+        answer is already made."""
         try:
+            sources = sources if sources is not None else tensor_sources(images)
             if writer is not None and is_sampled(request_id, settings.capture.sample_rate):
                 writer.offer(AnsweredRequest(request_id, time.time(), model_name, served.version, served.revision,
                                              (time.perf_counter() - started) * 1000, probabilities,
                                              served.class_names, parsed.encoded,
                                              images if parsed.encoded is None else None))
             if monitor is not None:
-                monitor.observe(request_id, served, images,
-                                sources if sources is not None else tensor_sources(images), probabilities)
+                monitor.observe(request_id, served, images, sources, probabilities)
+            if background is not None:
+                shadow.offer(request_id, background, images, sources, probabilities)
         except Exception:  # noqa: BLE001
             log.exception("capture or monitoring of request %s failed; the request was answered", request_id)
 
@@ -230,13 +255,13 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
     @asynccontextmanager
     async def lifespan(app: Starlette):
         await asyncio.get_running_loop().run_in_executor(None, follower.start)
-        for background in (writer, monitor):
+        for background in (writer, monitor, shadow):
             if background is not None:
                 background.start()
         yield
         follower.stop()
         predictor.close()
-        for background in (monitor, writer):  # the writer last: it writes what is queued before it stops
+        for background in (shadow, monitor, writer):  # the writer last: it writes what is queued before it stops
             if background is not None:
                 await asyncio.get_running_loop().run_in_executor(None, background.stop)
 
@@ -256,6 +281,7 @@ def create_app(model_name: str, source: ModelSource, config: AimassConfig, token
     app.state.holder = holder
     app.state.monitor = monitor
     app.state.writer = writer
+    app.state.shadow = shadow
     return app
 
 
@@ -345,6 +371,10 @@ class RunningServer:
     @property
     def monitor(self) -> LiveMonitor | None:
         return self.app.state.monitor
+
+    @property
+    def shadow(self) -> ShadowRunner:
+        return self.app.state.shadow
 
 
 @contextmanager

@@ -26,9 +26,11 @@ class Predictor:
         self._queue: asyncio.Queue | None = None
         self._batcher: asyncio.Task | None = None
 
-    async def predict(self, images: np.ndarray) -> tuple[ServedModel, np.ndarray]:
+    async def predict(self, images: np.ndarray, served: ServedModel | None = None) -> tuple[ServedModel, np.ndarray]:
+        """`served`: the model to answer with (a canary routes by request); None: the current one, read once, so
+        a swap during this request does not affect it."""
+        served = served or self.holder.current
         if not self.batching:
-            served = self.holder.current  # read once: a swap during this request does not affect it
             self.metrics.batch_size.observe(len(images))
             probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, served.predict, images)
             return served, probabilities
@@ -36,7 +38,7 @@ class Predictor:
             self._queue = asyncio.Queue()
             self._batcher = asyncio.create_task(self._merge_requests())
         answer: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((images, answer))
+        await self._queue.put((images, answer, served))
         return await answer
 
     async def _merge_requests(self) -> None:
@@ -49,7 +51,7 @@ class Predictor:
         while True:
             pending = [carried or await self._queue.get()]
             carried = None
-            count = len(pending[0][0])
+            count = len(pending[0][0])  # images
             deadline = loop.time() + self.max_delay
             while count < self.max_batch_size:
                 if not self._queue.empty():
@@ -66,22 +68,30 @@ class Predictor:
                     break
                 pending.append(candidate)
                 count += len(candidate[0])
-            served = self.holder.current
-            self.metrics.batch_size.observe(count)
-            try:
-                merged = np.concatenate([images for images, _ in pending])
-                probabilities = await loop.run_in_executor(self.executor, served.predict, merged)
-            # Inputs were validated, so this is a bug: fail these requests, keep the batcher alive.
-            except Exception as error:  # noqa: BLE001
-                for _, answer in pending:
-                    if not answer.done():  # a client that went away cancelled its future already
-                        answer.set_exception(error)
-                continue
-            start = 0
-            for images, answer in pending:
-                if not answer.done():
-                    answer.set_result((served, probabilities[start:start + len(images)]))
-                start += len(images)
+            # During a canary a batch holds requests for two models: one forward pass for each.
+            by_model: dict[int, list] = {}
+            for request in pending:
+                by_model.setdefault(id(request[2]), []).append(request)
+            for group in by_model.values():
+                await self._answer_group(loop, group)
+
+    async def _answer_group(self, loop, group: list) -> None:
+        served = group[0][2]
+        merged = np.concatenate([images for images, _, _ in group])
+        self.metrics.batch_size.observe(len(merged))
+        try:
+            probabilities = await loop.run_in_executor(self.executor, served.predict, merged)
+        # Inputs were validated, so this is the model's fault: fail these requests, keep the batcher alive.
+        except Exception as error:  # noqa: BLE001
+            for _, answer, _ in group:
+                if not answer.done():  # a client that went away cancelled its future already
+                    answer.set_exception(error)
+            return
+        start = 0
+        for images, answer, _ in group:
+            if not answer.done():
+                answer.set_result((served, probabilities[start:start + len(images)]))
+            start += len(images)
 
     def close(self) -> None:
         if self._batcher is not None:

@@ -57,6 +57,52 @@ class ServerMetrics:
             "aimass_monitor_skipped_images", "Answered images the monitor skipped because its queue was full",
             registry=self.registry)
 
+        # Per model version (aimass/canary): what the canary analysis compares between production and candidate.
+        self.model_requests = prometheus_client.Counter(
+            "aimass_model_requests", "Inference requests, by the model version that answered and status code",
+            ["version", "code"], registry=self.registry)
+        self.model_latency = prometheus_client.Histogram(
+            "aimass_model_request_duration_seconds", "Time to answer an inference request, by model version",
+            ["version"], registry=self.registry,
+            buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5))
+        self.judged_images = prometheus_client.Counter(
+            "aimass_judged_images", "Labelled images, by the version whose answer the label judged (a canary's "
+                                    "background answers included)", ["version"], registry=self.registry)
+        self.judged_correct_images = prometheus_client.Counter(
+            "aimass_judged_correct_images", "Labelled images the version answered correctly", ["version"],
+            registry=self.registry)
+        self.shadow_answers = prometheus_client.Counter(
+            "aimass_shadow_answers", "Requests answered again in the background by the canary's other model, by "
+                                     "that model's version and outcome", ["version", "outcome"],
+            registry=self.registry)
+        self.shadow_compared_images = prometheus_client.Counter(
+            "aimass_shadow_compared_images", "Images both models of a canary answered", registry=self.registry)
+        self.shadow_agreed_images = prometheus_client.Counter(
+            "aimass_shadow_agreed_images", "Images both models of a canary gave the same class", registry=self.registry)
+        self.shadow_dropped = prometheus_client.Counter(
+            "aimass_shadow_dropped", "Requests not answered in the background: its queue was full",
+            registry=self.registry)
+        self.canary_weight = prometheus_client.Gauge(
+            "aimass_canary_weight", "Percent of requests the canary's candidate answers (0: none, or shadow only)",
+            registry=self.registry)
+        self.canary_info = prometheus_client.Gauge(
+            "aimass_canary_info", "1 for the candidate of the canary in progress", ["candidate", "step", "shadow"],
+            registry=self.registry)
+        self.canary_drift_detected = prometheus_client.Gauge(
+            "aimass_canary_drift_detected", "1 while the candidate's window is past a drift threshold of its own "
+                                            "training data", registry=self.registry)
+        self.canary_weight.set(0)
+        self.canary_drift_detected.set(0)
+
+    def show_canary(self, canary) -> None:
+        """`canary`: the ActiveCanary of aimass/canary/traffic.py, or None."""
+        self.canary_info.clear()
+        self.canary_weight.set(canary.weight if canary else 0)
+        if canary is None:
+            self.canary_drift_detected.set(0)
+            return
+        self.canary_info.labels(canary.model.version, str(canary.step), str(canary.shadow).lower()).set(1)
+
     def show_model(self, served, previous) -> None:
         if previous is not None:
             self.model_info.remove(previous.name, previous.version, str(previous.revision))

@@ -318,8 +318,10 @@ def parse_v1_request(body: bytes, limits: RequestLimits, class_count: int) -> In
                             encoded=tuple(images), top_k=top_k)
 
 
-def v1_response(probabilities: np.ndarray, class_names: list[str], top_k: int | None) -> bytes:
-    """`{"predictions": [{"label", "label_index", "probabilities", ["top_k"]}, ...]}`, one per instance."""
+def v1_response(probabilities: np.ndarray, class_names: list[str], top_k: int | None,
+                model_version: str) -> bytes:
+    """`{"predictions": [{"label", "label_index", "probabilities", ["top_k"]}, ...], "model_version"}`, one
+    prediction per instance; the version that answered, as in v2 (a canary answers some requests)."""
     predictions = []
     for row in probabilities:
         index = int(row.argmax())
@@ -329,4 +331,4 @@ def v1_response(probabilities: np.ndarray, class_names: list[str], top_k: int | 
             best = np.argsort(-row, kind="stable")[:top_k]
             prediction["top_k"] = [{"label": class_names[k], "probability": float(row[k])} for k in best]
         predictions.append(prediction)
-    return orjson.dumps({"predictions": predictions})
+    return orjson.dumps({"predictions": predictions, "model_version": model_version})

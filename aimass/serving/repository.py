@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import logging
 import threading
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aimass.canary.plan import CanaryState
+from aimass.canary.traffic import ActiveCanary
 from aimass.config import AimassConfig, ServingConfig
 from aimass.data.preprocess import InputSpec, to_model_input
 from aimass.errors import ArtifactIntegrityError
@@ -96,10 +99,28 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
 
 
 @dataclass(frozen=True)
+class WantedCanary:
+    version: str
+    weight: int
+    shadow: bool
+    step: int
+    mirror: bool
+    fetch: Callable[[], Path]
+
+
+@dataclass(frozen=True)
 class WantedModel:
     version: str
     revision: int | None
     fetch: Callable[[], Path]  # returns a local, verified model directory
+    canary: WantedCanary | None = None  # a candidate to route part of the traffic to (aimass/canary)
+
+
+def wanted_canary(state: CanaryState | None, fetch: Callable[[str], Path]) -> WantedCanary | None:
+    if state is None or not state.running:
+        return None
+    return WantedCanary(state.candidate_version, state.weight, state.shadow, state.step, state.mirror,
+                        lambda: fetch(state.candidate_version))
 
 
 class ModelSource(ABC):
@@ -126,8 +147,10 @@ class ReleaseSource(ModelSource):
             raise ServingError(f"release revision {revision.revision} serves {revision.model_name}, but this server "
                                f"serves {self.registry.model_name}: start `aimass serve` for {revision.model_name} "
                                "(or set registry.model_name)")
+        # A server restarted mid-canary finds the canary here, in the release history, and routes as before.
         return WantedModel(revision.model_version, revision.revision,
-                           lambda: self.cache.fetch(revision.model_version))
+                           lambda: self.cache.fetch(revision.model_version),
+                           wanted_canary(revision.running_canary, self.cache.fetch))
 
 
 class FixedVersionSource(ModelSource):
@@ -153,6 +176,40 @@ class FixedVersionSource(ModelSource):
                 f"{recorded}, but {expected} was pinned: refusing it (was the version re-uploaded, or the URI "
                 "mixed up?)")
         return self.cache.fetch(version)  # every file against the record, and so against the pinned manifest
+
+
+class CanaryFileSource(ModelSource):
+    """A pinned version (the Helm chart's) plus the canary of the same Helm revision, read from the chart's
+    ConfigMap file (values.canary), which the kubelet updates in place: a step restarts no pod."""
+
+    def __init__(self, pinned: ModelSource, canary_file: Path, config: AimassConfig):
+        self.pinned = pinned
+        self.canary_file = canary_file
+        self.config = config
+        self._sources: dict[str, FixedVersionSource] = {}
+
+    def wanted(self) -> WantedModel | None:
+        wanted = self.pinned.wanted()
+        state = self._canary()
+        if wanted is None or state is None or not state.running:
+            return wanted
+        source = self._source(state)
+        return dataclasses.replace(wanted, canary=wanted_canary(state, lambda version: source._fetch(version)))
+
+    def _canary(self) -> CanaryState | None:
+        try:
+            values = json.loads(self.canary_file.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        return CanaryState.from_dict(values) if values else None
+
+    def _source(self, state: CanaryState) -> FixedVersionSource:
+        key = f"{state.candidate_uri}@{state.candidate_sha256}"
+        if key not in self._sources:
+            registry, version = open_registry_at(state.candidate_uri, self.config)
+            cache = RegistryCache(registry, Path(self.config.data.repo_dir) / self.config.serving.cache_dir)
+            self._sources[key] = FixedVersionSource(registry, cache, version, state.candidate_sha256)
+        return self._sources[key]
 
 
 class DirectorySource(ModelSource):
@@ -200,39 +257,79 @@ class ModelHolder:
         self.retry_seconds = settings.load_retry_seconds
         self.metrics = metrics
         self.current: ServedModel | None = None
+        self.canary: ActiveCanary | None = None  # the candidate part of the traffic goes to, during a canary
         self.last_error: str | None = None
         self._failed_at: dict[tuple[str, int | None], float] = {}
         self._recent: dict[str, ServedModel] = {}  # version -> loaded model, most recent last
 
     def refresh(self) -> None:
-        """Load and swap in the wanted model if it differs from the current one. Never raises: a failure leaves
-        the current model serving and is reported."""
+        """Load and swap in the wanted model (and canary candidate) if they differ from the current ones. Never
+        raises: a failure leaves the current models serving and is reported."""
         try:
             wanted = self.source.wanted()
         except Exception as error:  # noqa: BLE001 (store or release backend unreachable: keep serving)
             self._report(f"cannot tell which model to serve: {error}")
             return
+        if wanted is None:
+            return
+        self._follow_production(wanted)
+        self._follow_canary(wanted.canary)
+
+    def _follow_production(self, wanted: WantedModel) -> None:
         current = self.current
-        if wanted is None or (current and (current.version, current.revision) == (wanted.version, wanted.revision)):
+        if current and (current.version, current.revision) == (wanted.version, wanted.revision):
             return
-        key = (wanted.version, wanted.revision)
-        if time.monotonic() - self._failed_at.get(key, -float("inf")) < self.retry_seconds:
-            return
-        if wanted.version in self._recent:  # e.g. a rollback: verified and warmed when it was first loaded
-            loaded = self._recent[wanted.version]
+        # A promoted candidate, or a rollback's version, was verified and warmed up when it was first loaded.
+        loaded = self._recent.get(wanted.version)
+        if loaded is None and self.canary is not None and self.canary.model.version == wanted.version:
+            loaded = self.canary.model
+        if loaded is not None:
             self._swap(dataclasses.replace(loaded, revision=wanted.revision))
             return
+        served = self._load(wanted.version, wanted.revision, wanted.fetch)
+        if served is not None:
+            self._swap(served)
+
+    def _follow_canary(self, wanted: WantedCanary | None) -> None:
+        active = self.canary
+        if wanted is None or self.current is None or wanted.version == self.current.version:
+            if active is not None:
+                self.canary = None  # nothing of the candidate stays in the serving path
+                self.metrics.show_canary(None)
+                log.info("canary of %s ended; %s alone serves", active.model.version, self.current.version)
+            return
+        if active is not None and active.model.version == wanted.version:
+            model = active.model
+        else:
+            model = self._recent.get(wanted.version) or self._load(wanted.version, None, wanted.fetch, "canary")
+            if model is None:
+                return
+            if mismatch := _signature_mismatch(self.current, model):
+                self._report(f"canary {wanted.version} is not routed to: {mismatch}")
+                return
+        routed = ActiveCanary(model, wanted.weight, wanted.shadow, wanted.step, wanted.mirror)
+        if active is None or active.model is not model or active.routing != routed.routing:
+            self.canary = routed
+            self.metrics.show_canary(routed)
+            log.info("canary %s: %s", wanted.version, "shadow" if wanted.shadow else f"weight {wanted.weight}%")
+
+    def _load(self, version: str, revision: int | None, fetch: Callable[[], Path],
+              role: str = "production") -> ServedModel | None:
+        key = (version, revision if role == "production" else role)
+        if time.monotonic() - self._failed_at.get(key, -float("inf")) < self.retry_seconds:
+            return None
         try:
-            served = load_served_model(self.model_name, wanted.version, wanted.revision, wanted.fetch(),
-                                       self.settings.compile_quantized, self.settings.device)
+            served = load_served_model(self.model_name, version, revision, fetch(), self.settings.compile_quantized,
+                                       self.settings.device)
         except Exception as error:  # noqa: BLE001 (whatever breaks the new model, the old one keeps serving)
             self._failed_at[key] = time.monotonic()
             self.metrics.model_loads.labels(outcome="failure").inc()
-            keeping = f"; still serving {current.version}" if current else ""
-            self._report(f"version {wanted.version} (revision {wanted.revision}) was not loaded: {error}{keeping}")
-            return
+            keeping = f"; still serving {self.current.version}" if self.current else ""
+            what = f"canary candidate {version}" if role == "canary" else f"version {version} (revision {revision})"
+            self._report(f"{what} was not loaded: {error}{keeping}")
+            return None
         self.metrics.model_loads.labels(outcome="success").inc()
-        self._swap(served)
+        return served
 
     def _swap(self, served: ServedModel) -> None:
         previous, self.current, self.last_error = self.current, served, None
@@ -252,6 +349,16 @@ class ModelHolder:
         if message != self.last_error:
             log.error(message)
         self.last_error = message
+
+
+def _signature_mismatch(production: ServedModel, candidate: ServedModel) -> str | None:
+    """Why two models cannot share one request stream (the request is parsed once, against production)."""
+    if candidate.class_names != production.class_names:
+        return (f"its classes ({', '.join(candidate.class_names)}) differ from production's "
+                f"({', '.join(production.class_names)}); deploy it directly instead")
+    if candidate.input_spec != production.input_spec:
+        return "its input (shape or preprocessing) differs from production's; deploy it directly instead"
+    return None
 
 
 class ReleaseFollower:
@@ -277,15 +384,17 @@ class ReleaseFollower:
 
 
 def open_model_source(config: AimassConfig, model_version: str | None = None, model_dir: Path | None = None,
-                      model_uri: str | None = None, model_sha256: str | None = None) -> ModelSource:
+                      model_uri: str | None = None, model_sha256: str | None = None,
+                      canary_file: Path | None = None) -> ModelSource:
     """The source `aimass serve` was asked for: a directory, a registry version, a pinned storage URI (what the
-    Helm chart passes), or else the current release."""
+    Helm chart passes, with its canary file), or else the current release."""
     if model_dir is not None:
         return DirectorySource(model_dir)
     cache_dir = Path(config.data.repo_dir) / config.serving.cache_dir
     if model_uri is not None:
         registry, version = open_registry_at(model_uri, config)
-        return FixedVersionSource(registry, RegistryCache(registry, cache_dir), version, model_sha256)
+        pinned = FixedVersionSource(registry, RegistryCache(registry, cache_dir), version, model_sha256)
+        return CanaryFileSource(pinned, canary_file, config) if canary_file is not None else pinned
     if model_version is not None:
         registry = open_registry(config)
         return FixedVersionSource(registry, RegistryCache(registry, cache_dir), model_version, model_sha256)
