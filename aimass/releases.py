@@ -312,8 +312,7 @@ class HelmReleaseBackend(ReleaseBackend):
     def record_canary(self, state: CanaryState, description: str, triggered_by: str) -> Revision:
         self.registry.get(state.candidate_version)
         current = check_canary_change(self._deployed_revision(), state)
-        self._upgrade_values(current.revision, {"canary": state.to_dict(), "triggeredBy": triggered_by},
-                             description)
+        self._upgrade_values(current.revision, {"canary": state.to_dict()}, description)
         return self._latest()
 
     def promote_canary(self, state: CanaryState, triggered_by: str) -> Revision:
@@ -326,8 +325,7 @@ class HelmReleaseBackend(ReleaseBackend):
         """The abort recorded as a revision of its own (weight 0, the reason in its description, so that `helm
         history` says why), then `helm rollback` to the revision that served before the canary."""
         current = check_canary_change(self._deployed_revision(), state)
-        self._upgrade_values(current.revision, {"canary": state.to_dict(), "triggeredBy": triggered_by},
-                             abort_description(state))
+        self._upgrade_values(current.revision, {"canary": state.to_dict()}, abort_description(state))
         self._helm("rollback", self.settings.name, str(state.base_revision), *self._wait_flags(),
                    "--history-max", str(self.settings.history_max))
         return self._latest()
@@ -338,7 +336,8 @@ class HelmReleaseBackend(ReleaseBackend):
 
     def _upgrade_values(self, revision: int, changes: dict, description: str) -> None:
         """A new revision with `revision`'s values and `changes` (as `--reuse-values`, but explicit, so that the
-        values file is the whole truth of the revision)."""
+        values file is the whole truth of the revision). Only values.canary changes: the pod template (its
+        triggeredBy and lineage annotations included) stays as it is, so a canary step restarts no pod."""
         values = json.loads(self._helm("get", "values", self.settings.name, "--revision", str(revision),
                                        "-o", "json")) or {}
         with tempfile.NamedTemporaryFile("w", prefix="aimass-canary-", suffix=".yaml") as values_file:
@@ -401,7 +400,7 @@ class HelmReleaseBackend(ReleaseBackend):
         return Revision(
             revision=entry["revision"], model_name=model.get("name", "?"), model_version=model.get("version", "?"),
             lineage=dict(values.get("lineage", {})), status=entry["status"], description=entry["description"],
-            triggered_by=HELM_ROLLBACK_NOTE if rolled_back else values.get("triggeredBy", ""),
+            triggered_by=HELM_ROLLBACK_NOTE if rolled_back else _helm_trigger(values, entry["description"]),
             updated_at=entry.get("updated", ""), canary=values.get("canary") or None)
 
     # ---- the helm CLI ----
@@ -443,6 +442,14 @@ class HelmReleaseBackend(ReleaseBackend):
     def _undo_on_failure_flag(self) -> str:
         # Helm 4 renamed --atomic to --rollback-on-failure; both restore the previous revision if the new one fails.
         return "--rollback-on-failure" if self._major() >= 4 else "--atomic"
+
+
+def _helm_trigger(values: dict, description: str) -> str:
+    """A canary step keeps the pod template's triggeredBy (so no pod restarts): its trigger is the canary's."""
+    canary = values.get("canary") or {}
+    if canary and description.startswith("Canary ") and " promoted " not in description:
+        return canary.get("started_by", "")
+    return values.get("triggeredBy", "")
 
 
 def chart_fullname(release_name: str, chart_name: str = "aimass-serving") -> str:

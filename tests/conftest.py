@@ -220,3 +220,45 @@ def fashion_mnist_test_images(fashion_mnist_source):
     pixels, labels = read_idx_split(fashion_mnist_source / "t10k-images-idx3-ubyte.gz",
                                     fashion_mnist_source / "t10k-labels-idx1-ubyte.gz")
     return pixels[:, None], labels.astype("int64")
+
+
+def relabelled_model_dir(model_dir: Path, permutation: list[int], splits_dir: Path, config: AimassConfig,
+                         target: Path) -> Path:
+    """A copy of a trained model whose output j is the original's output permutation[j]: a real model that
+    answers some classes wrong, as deploy registers it (reference outputs of its own). Where it maps class a to
+    b it is wrong on every image of a, so the accuracy it loses is known in advance."""
+    import torch
+
+    from aimass.config import ModelConfig
+    from aimass.data.arrays import load_image_sets
+    from aimass.models.artifact import load_model, save_model
+    from aimass.monitoring.reference import reference_outputs, with_reference_outputs
+
+    loaded = load_model(model_dir)
+    head = [module for module in loaded.module.modules() if isinstance(module, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[permutation].clone())
+        head.bias.copy_(head.bias[permutation].clone())
+    card = {key: value for key, value in loaded.card.items() if key not in ("format_version", "weights_format")}
+    plain = target / "weights"
+    save_model(plain, loaded.module, ModelConfig.model_validate(loaded.card["architecture"]), loaded.signature,
+               card)
+    validation = load_image_sets(splits_dir)[0]["validation"]
+    outputs = reference_outputs(loaded.module, validation.images, loaded.signature.input_spec,
+                                config.monitor.reference_images)
+    return with_reference_outputs(plain, outputs, target / "model")
+
+
+@pytest.fixture(scope="session")
+def weaker_model_dir(tiny_teacher, tiny_splits_dir, tiny_config, tmp_path_factory) -> Path:
+    """The tiny teacher with three pairs of classes swapped: right on the other four classes, wrong on these."""
+    permutation = [1, 0, 3, 2, 6, 5, 4, 7, 8, 9]  # fashion-mnist: 0<->1, 2<->3, 4<->6
+    return relabelled_model_dir(tiny_teacher[0], permutation, tiny_splits_dir, tiny_config,
+                                tmp_path_factory.mktemp("weaker"))
+
+
+@pytest.fixture(scope="session")
+def wrong_model_dir(tiny_teacher, tiny_splits_dir, tiny_config, tmp_path_factory) -> Path:
+    """The tiny teacher answering every class as the next one: confident, fast and wrong."""
+    return relabelled_model_dir(tiny_teacher[0], [9, 0, 1, 2, 3, 4, 5, 6, 7, 8], tiny_splits_dir, tiny_config,
+                                tmp_path_factory.mktemp("wrong"))

@@ -89,7 +89,8 @@ class CanaryState:
         return self.outcome == RUNNING
 
     def step_label(self) -> str:
-        return f"step {self.step + 1}/{len(self.weights)} ({'shadow' if self.shadow else f'weight {self.weight}%'})"
+        weight = self.weights[self.step]  # the step's, also after the canary ended
+        return f"step {self.step + 1}/{len(self.weights)} ({'shadow' if weight == SHADOW else f'weight {weight}%'})"
 
     def judged(self, result: StepResult) -> CanaryState:
         """This state with `result` added and, when it passed, the next step (there is one) in place."""

@@ -12,6 +12,7 @@ Examples:
     aimass models promote v3 --alias production
     aimass release deploy production        # a new release revision serving that version
     aimass release rollback --to 2          # serve revision 2's model again, as a new revision
+    aimass release canary v4 --steps 10,50,100   # v4 beside production, promoted or rolled back by its checks
     aimass serve                            # OIP v2 server on :8080 following the release
     aimass serve --model-version v3 --port 9000  # one registry version, ignoring the release
 """
@@ -175,6 +176,9 @@ def _add_release_commands(commands) -> None:
     for command, _ in commands_and_handlers:
         command.add_argument("--triggered-by", default=None, help="recorded as the trigger (default: user@host)")
     _wire_repository_commands(commands_and_handlers)
+    from aimass.cli.canary import add_canary_command
+
+    add_canary_command(release_commands, _wire_repository_commands)
 
 
 def _add_kubeflow_commands(commands) -> None:
@@ -478,7 +482,12 @@ def _release_history(args: argparse.Namespace) -> int:
 
 
 def _release_status(args: argparse.Namespace) -> int:
-    _print_revision(_release_backend(args).status())
+    from aimass.cli.canary import describe_canary
+
+    revision = _release_backend(args).status()
+    _print_revision(revision)
+    if canary := describe_canary(revision):
+        print(canary)
     return 0
 
 

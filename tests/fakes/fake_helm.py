@@ -51,7 +51,7 @@ def history(argv: list[str]) -> int:
 
 
 def upgrade(argv: list[str]) -> int:
-    name, chart = argv[2], argv[3]
+    name, chart = [arg for arg in argv[1:4] if not arg.startswith("--")][:2]
     value_files = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-f"]
     file_arguments = [part for path in value_files for part in ("-f", path)]
     rendered = subprocess.run([os.environ["FAKE_HELM_REAL"], "template", name, chart, *file_arguments],
@@ -74,7 +74,8 @@ def upgrade(argv: list[str]) -> int:
         write_history(revisions)
         return fail(f"Error: UPGRADE FAILED: release {name} failed, and has been rolled back due to "
                     f"rollback-on-failure being set: {message}")
-    append(revisions, values, "deployed", "Upgrade complete" if revisions else "Install complete")
+    described = argv[argv.index("--description") + 1] if "--description" in argv else None
+    append(revisions, values, "deployed", described or ("Upgrade complete" if revisions else "Install complete"))
     write_history(revisions)
     print(f'Release "{name}" has been upgraded. Happy Helming!')
     return 0

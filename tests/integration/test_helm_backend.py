@@ -294,3 +294,64 @@ def test_a_deploy_step_whose_model_fails_the_smoke_test_runs_helm_rollback(serve
         deploy(nothing_answers, tiny_teacher[0], tiny_splits_dir, {}, "run 2")
     assert helm.calls("rollback")[0][:3] == ["rollback", "aimass-serving", "1"]
     assert open_release_backend(served_release, open_registry(served_release)).status().model_version == "v1"
+
+
+# ---- canaries: every step a revision, abort a rollback ----
+
+def rendered(helm, kind):
+    import yaml
+
+    documents = yaml.safe_load_all((helm.state / "last-rendered.yaml").read_text())
+    return next(document for document in documents if document and document["kind"] == kind)
+
+
+def test_each_canary_step_is_a_helm_revision_whose_configmap_names_the_candidate_and_restarts_no_pod(
+        config, registry, helm):
+    from aimass.canary.controller import plan_canary, start_canary
+    from aimass.canary.plan import StepResult
+
+    backend = open_release_backend(config, registry)
+    backend.deploy("v1", "alice@laptop")
+    pod_template = rendered(helm, "Deployment")["spec"]["template"]
+    state = plan_canary(backend, registry, "v2", config.release.canary, "alice@laptop")
+    start_canary(backend, state)
+    backend.record_canary(state.judged(StepResult(0, True, [], {})), "Canary v2 step 2/4 (weight 10%)", "alice")
+    canary = json.loads(rendered(helm, "ConfigMap")["data"]["canary.json"])
+    assert (canary["candidate_version"], canary["step"], canary["candidate_sha256"]) == \
+        ("v2", 1, manifest_sha256(registry.get("v2")))
+    assert rendered(helm, "Deployment")["spec"]["template"] == pod_template
+    history = backend.history()
+    assert [revision.description for revision in history[1:]] == ["Canary v2 started: step 1/4 (shadow)",
+                                                                  "Canary v2 step 2/4 (weight 10%)"]
+    assert history[-1].running_canary.weight == 10 and history[-1].model_version == "v1"
+
+
+def test_an_aborted_canary_records_why_then_helm_rolls_back_to_the_revision_before_it(config, registry, helm):
+    from aimass.canary.controller import plan_canary, start_canary
+    from aimass.canary.plan import ABORTED
+
+    backend = open_release_backend(config, registry)
+    backend.deploy("v1", "alice@laptop")
+    state = plan_canary(backend, registry, "v2", config.release.canary, "alice@laptop")
+    start_canary(backend, state)
+    backend.abort_canary(state.ended(ABORTED, "agreement 0.41 of 300 images (< 0.90)"), "alice@laptop")
+    assert helm.calls("rollback")[-1][:3] == ["rollback", "aimass-serving", "1"]
+    *_, aborted, rolled_back = backend.history()
+    assert aborted.description == "Canary v2 aborted at step 1/4 (shadow): agreement 0.41 of 300 images (< 0.90)"
+    assert rolled_back.description == "Rollback to 1" and rolled_back.running_canary is None
+    assert backend.status().model_version == "v1"
+
+
+def test_a_promoted_canary_is_a_deploy_of_the_candidate_with_its_analysis_in_the_lineage(config, registry, helm):
+    from aimass.canary.controller import plan_canary, start_canary
+    from aimass.canary.plan import StepResult
+
+    backend = open_release_backend(config, registry)
+    backend.deploy("v1", "alice@laptop")
+    state = plan_canary(backend, registry, "v2", config.release.canary, "alice@laptop")
+    start_canary(backend, state)
+    check = {"name": "agreement", "summary": "0.970 of 400 images"}
+    promoted = backend.promote_canary(state.judged(StepResult(0, True, [check], {})), "alice@laptop")
+    assert promoted.model_version == "v2" and promoted.description == "Canary v2 promoted after 1 steps"
+    assert "agreement 0.970 of 400 images" in promoted.lineage["canary_steps"]
+    assert json.loads(rendered(helm, "ConfigMap")["data"]["canary.json"])["outcome"] == "promoted"
