@@ -11,6 +11,11 @@ Runs only under dsl.If(gate passed), after bless_model:
        that served before (or uninstall a first install) and fail the step with the reasons.
 The endpoint is `serving.url` when set; with the Helm backend, the chart's Service in the release namespace;
 otherwise a server is started here for the check, following the release exactly as `aimass serve` does.
+
+deploy.strategy changes steps 2-4: `none` registers the version only; `canary` (once something is in production)
+serves it beside production through release.canary.* steps on the live server (serving.url, the chart's Service,
+or serving.host:port), sends the smoke-test images and their labels as its first labelled traffic, and moves the
+alias only when the canary promotes it; an aborted canary fails the step, production serving throughout.
 """
 import tempfile
 import time
@@ -59,10 +64,23 @@ class SmokeTest:
 @dataclass(frozen=True)
 class DeployOutcome:
     model_version: str
-    revision: Revision
-    smoke: SmokeTest
+    revision: Revision | None  # None with deploy.strategy=none (registered only)
+    smoke: SmokeTest | None
+    canary_lines: tuple[str, ...] = ()  # deploy.strategy=canary: the controller's line per step and verdict
 
     def markdown(self) -> str:
+        if self.revision is None:
+            return (f"# Registered {self.model_version}; not released\n\n`deploy.strategy` is `none`: release it "
+                    f"with `aimass release deploy {self.model_version}` or `aimass release canary "
+                    f"{self.model_version}`.\n")
+        if self.canary_lines:
+            steps = "\n".join(f"- {line}" for line in self.canary_lines)
+            return (f"# {self.revision.model_name} {self.model_version} promoted by canary as revision "
+                    f"{self.revision.revision}\n\n{steps}\n\n- alias `{PRODUCTION_ALIAS}` now points to "
+                    f"{self.model_version}\n")
+        return self._direct_markdown()
+
+    def _direct_markdown(self) -> str:
         sample = markdown_table(["true class", "served model says"], self.smoke.sample)
         lineage = ", ".join(f"{key} `{value}`" for key, value in sorted(self.revision.lineage.items()))
         return (f"# Deployed {self.revision.model_name} {self.model_version} as revision {self.revision.revision}\n\n"
@@ -91,6 +109,12 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
     with tempfile.TemporaryDirectory() as scratch:  # the blessed artifact itself stays as bless wrote it
         record = registry.push(with_reference_outputs(blessed_dir, outputs, Path(scratch) / "model"),
                                metrics=gate_metrics, parent_version=previous.model_version if previous else None)
+    strategy = config.deploy.strategy
+    if strategy == "none":
+        return DeployOutcome(record.version, None, None)
+    if strategy == "canary" and previous is not None:
+        return _deploy_as_canary(config, releases, registry, record.version, splits_dir, blessed, triggered_by)
+    # deploy.strategy=canary with nothing in production yet: there is nothing to compare with, so it is installed.
     revision = releases.deploy(record.version, triggered_by)
     try:
         smoke = smoke_test_release(config, registry.model_name, record.version, splits_dir, blessed,
@@ -105,6 +129,50 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
                           f"{'; '.join(failures)}. {undone}")
     registry.promote(record.version, PRODUCTION_ALIAS)
     return DeployOutcome(record.version, revision, smoke)
+
+
+def _deploy_as_canary(config: AimassConfig, releases: ReleaseBackend, registry, version: str, splits_dir: Path,
+                      blessed: LoadedModel, triggered_by: str) -> DeployOutcome:
+    """The registered version as a canary beside production, the smoke-test images (with their labels) as its
+    first labelled traffic, then live traffic as release.canary.* says; promoted, or DeployError when aborted."""
+    from aimass.canary.controller import plan_canary, run_canary, start_canary
+    from aimass.canary.plan import PROMOTED
+    from aimass.canary.analysis import open_metrics_reader
+
+    settings = config.release.canary
+    state = plan_canary(releases, registry, version, settings, triggered_by)
+    read_metrics = open_metrics_reader(config)
+    read_metrics()  # the server taking live traffic must be reachable before anything changes
+    start_canary(releases, state)
+    url = config.serving.url or releases.endpoint_url or f"http://{config.serving.host}:{config.serving.port}"
+    send_labelled_images(config, registry.model_name, url, splits_dir, f"smoke-{version}")
+    lines: list[str] = []
+    final = run_canary(releases, state, settings, read_metrics, triggered_by, lines.append)
+    if final.outcome != PROMOTED:
+        raise DeployError(f"{version} was not promoted: {lines[-1]}. It stays registered; "
+                          f"{releases.status().model_version} keeps serving")
+    registry.promote(version, PRODUCTION_ALIAS)
+    return DeployOutcome(version, releases.status(), None, tuple(lines))
+
+
+def send_labelled_images(config: AimassConfig, model_name: str, url: str, splits_dir: Path, prefix: str) -> int:
+    """The smoke-test images of the test split as requests, each followed by its true labels as feedback; returns
+    how many images were sent. Their answers and labels are what a canary judges first."""
+    token = read_token(config.serving)
+    test = load_image_sets(splits_dir)[0]["test"]
+    images = np.asarray(test.images[:config.serving.smoke_test_images])
+    names = SplitsCard.read(splits_dir).class_names
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30,
+                      headers={"Authorization": f"Bearer {token}"} if token else {}) as client:
+        for start in range(0, len(images), SMOKE_BATCH):
+            request_id = f"{prefix}-{start}"
+            batch = images[start:start + SMOKE_BATCH]
+            client.post(f"/v2/models/{model_name}/infer", json={**_infer_body(batch), "id": request_id}) \
+                .raise_for_status()
+            labels = [names[label] for label in test.labels[start:start + len(batch)]]
+            client.post(f"/v2/models/{model_name}/feedback", json={"id": request_id, "labels": labels}) \
+                .raise_for_status()
+    return len(images)
 
 
 def smoke_test_release(config: AimassConfig, model_name: str, expected_version: str, splits_dir: Path,
@@ -223,8 +291,11 @@ def deploy_component(config_json: str, blessed: Input[Model], splits: Input[Data
                if isinstance(value, (int, float)) and not isinstance(value, bool)}
     outcome = deploy(AimassConfig.from_json(config_json), Path(blessed.path), Path(splits.path), scalars,
                      triggered_by=f"pipeline run {run_name} ({run_id})")
-    smoke_metrics.log_metric("smoke_test_accuracy", outcome.smoke.accuracy)
-    smoke_metrics.log_metric("smoke_test_images", outcome.smoke.images)
-    smoke_metrics.log_metric("release_revision", outcome.revision.revision)
+    if outcome.smoke is not None:
+        smoke_metrics.log_metric("smoke_test_accuracy", outcome.smoke.accuracy)
+        smoke_metrics.log_metric("smoke_test_images", outcome.smoke.images)
+    if outcome.revision is not None:
+        smoke_metrics.log_metric("release_revision", outcome.revision.revision)
     smoke_metrics.metadata["model_version"] = outcome.model_version
+    smoke_metrics.metadata["deploy_strategy"] = AimassConfig.from_json(config_json).deploy.strategy
     Path(report.path).write_text(outcome.markdown())

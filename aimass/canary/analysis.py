@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from aimass.canary.plan import CanaryError, CanaryState, StepResult
-from aimass.config import CanaryConfig
+from aimass.config import AimassConfig, CanaryConfig
 
 # The series the analysis reads; everything else on /metrics is ignored.
 SERIES = ("aimass_model_requests_total", "aimass_model_request_duration_seconds_bucket",
@@ -100,6 +101,19 @@ def read_prometheus(base_url: str) -> Snapshot:
         name = labels.pop("__name__")
         samples[(name, frozenset(labels.items()))] = float(item["value"][1])
     return Snapshot(samples)
+
+
+def open_metrics_reader(config: AimassConfig) -> Callable[[], Snapshot]:
+    """Where the controller reads the servers' counters: release.canary.metrics_url (a Prometheus), else the one
+    server of the embedded backend (serving.url, or serving.host:port)."""
+    url = config.release.canary.metrics_url
+    if url:
+        return lambda: read_prometheus(url)
+    if config.release.backend == "helm":
+        raise CanaryError("a canary on the Helm backend reads every replica's counters from Prometheus: set "
+                          "release.canary.metrics_url (e.g. http://prometheus.monitoring.svc:9090)")
+    server = config.serving.url or f"http://{config.serving.host}:{config.serving.port}"
+    return lambda: read_server_metrics(server)
 
 
 def routing_reported(snapshot: Snapshot, state: CanaryState) -> bool:

@@ -37,6 +37,7 @@ def add_canary_command(release_commands, wire) -> None:
 
 
 def _canary(args: argparse.Namespace) -> int:
+    from aimass.canary.analysis import open_metrics_reader
     from aimass.canary.controller import ABORTED_EXIT, abort_by_hand, plan_canary, run_canary, start_canary
     from aimass.canary.plan import PROMOTED, parse_steps
     from aimass.cli import _load_config, _print_revision, _trigger
@@ -61,7 +62,7 @@ def _canary(args: argparse.Namespace) -> int:
         steps = parse_steps(args.steps) if args.steps else None
         state = plan_canary(backend, open_registry(config), args.version, settings, _trigger(args), steps,
                             args.shadow)
-    read_metrics = metrics_reader(config)
+    read_metrics = open_metrics_reader(config)
     read_metrics()  # a controller that cannot see the servers must not start anything
     if not args.resume:
         start_canary(backend, state)
@@ -76,21 +77,6 @@ def _canary(args: argparse.Namespace) -> int:
               "`aimass release canary --resume` goes on, `--abort` ends it")
         return 130
     return 0 if final.outcome == PROMOTED else ABORTED_EXIT
-
-
-def metrics_reader(config):
-    """Where the controller reads the servers' counters: release.canary.metrics_url (a Prometheus), else the one
-    server of the embedded backend (serving.url, or serving.host:port)."""
-    from aimass.canary.analysis import read_prometheus, read_server_metrics
-
-    url = config.release.canary.metrics_url
-    if url:
-        return lambda: read_prometheus(url)
-    if config.release.backend == "helm":
-        raise AimassError("a canary on the Helm backend reads every replica's counters from Prometheus: set "
-                          "release.canary.metrics_url (e.g. http://prometheus.monitoring.svc:9090)")
-    server = config.serving.url or f"http://{config.serving.host}:{config.serving.port}"
-    return lambda: read_server_metrics(server)
 
 
 def describe_canary(revision) -> str | None:

@@ -6,8 +6,8 @@ import threading
 from collections import Counter
 
 import httpx
-import numpy as np
 import pytest
+from labelled_load import LabelledLoad
 
 from aimass.canary.analysis import read_server_metrics
 from aimass.canary.controller import ABORTED_EXIT, Clock, plan_canary, run_canary, start_canary
@@ -39,46 +39,6 @@ def registered(config, *model_dirs):
     return registry, backend
 
 
-class LabelledLoad:
-    """Clients sending one Fashion-MNIST test image per request, each answered request labelled at once through
-    the feedback endpoint; every answer is kept (status and the version that made it)."""
-
-    def __init__(self, url, images, labels, class_names, clients=4):
-        self.url, self.images, self.labels, self.class_names = url, images, labels, class_names
-        self.answers: list[tuple[int, str | None]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, args=(number,)) for number in range(clients)]
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _client(self, number):
-        with httpx.Client(timeout=30) as client:
-            sent = 0
-            while not self._stop.is_set():
-                index = (number * 7919 + sent) % len(self.images)
-                request_id = f"load-{number}-{sent}"
-                sent += 1
-                image = self.images[index:index + 1]
-                response = client.post(f"{self.url}/v2/models/{MODEL}/infer", json={
-                    "id": request_id, "inputs": [{"name": "images", "shape": list(image.shape), "datatype": "UINT8",
-                                                  "data": image.ravel().tolist()}]})
-                self.answers.append((response.status_code, response.headers.get("x-model-version")))
-                if response.status_code == 200:
-                    client.post(f"{self.url}/v2/models/{MODEL}/feedback",
-                                json={"id": request_id, "label": self.class_names[self.labels[index]]})
-
-    def failures(self):
-        return [status for status, _ in self.answers if status != 200]
-
-
 @pytest.fixture(scope="module")
 def test_images(fashion_mnist_test_images):
     images, labels = fashion_mnist_test_images
@@ -89,7 +49,7 @@ def walk(config, registry, backend, server, candidate, test_images, **plan):
     """Run a whole canary of `candidate` under labelled load; (final state, its printed lines, the load)."""
     class_names = server.holder.current.class_names
     lines = []
-    with LabelledLoad(server.url, *test_images, class_names) as load:
+    with LabelledLoad(server.url, MODEL, *test_images, class_names) as load:
         state = plan_canary(backend, registry, candidate, config.release.canary, "test", **plan)
         start_canary(backend, state)
         final = run_canary(backend, state, config.release.canary, lambda: read_server_metrics(server.url), "test",

@@ -3,6 +3,7 @@ import pytest
 from aimass.components.deploy import PRODUCTION_ALIAS, DeployError, SmokeTest, _smoke_failures, deploy
 
 from aimass.config import load_config
+from aimass.errors import AimassError
 from aimass.registry import open_registry
 from aimass.releases import UNINSTALLED, ReleaseError, open_release_backend
 
@@ -73,3 +74,54 @@ def test_a_served_model_that_answers_otherwise_than_the_blessed_one_fails_the_sm
                       failed_requests=[], sample=[])
     assert _smoke_failures(smoke) == ["the served model answers 200 held-out images as the blessed model does for "
                                       "only 60.00% (at least 99% expected): it is not the model that passed the gate"]
+
+
+# ---- deploy.strategy ----
+
+def with_strategy(config, strategy, *overrides):
+    return load_config("tiny", [f"data.repo_dir={config.data.repo_dir}", "serving.poll_seconds=0.05",
+                                f"deploy.strategy={strategy}", *overrides])
+
+
+def test_strategy_none_registers_the_model_and_releases_nothing(config, tiny_teacher, tiny_splits_dir):
+    config = with_strategy(config, "none")
+    outcome = deploy(config, tiny_teacher[0], tiny_splits_dir, GATE_METRICS, "pipeline run r-1")
+    registry = open_registry(config, DATASET)
+    assert outcome.revision is None and registry.get("v1").metrics == GATE_METRICS
+    assert open_release_backend(config, registry).history() == []
+    assert "aimass release canary v1" in outcome.markdown()
+
+
+def test_strategy_canary_promotes_a_better_model_on_live_labelled_traffic_and_moves_the_alias(
+        config, tiny_teacher, tiny_splits_dir, weaker_model_dir, fashion_mnist_test_images):
+    from labelled_load import LabelledLoad
+
+    from aimass.serving import ReleaseSource, running_server
+
+    registry = open_registry(config, DATASET)
+    registry.push(weaker_model_dir)
+    open_release_backend(config, registry).deploy("v1", "test")
+    images, labels = fashion_mnist_test_images
+    with running_server(DATASET, ReleaseSource(config, DATASET), config) as server:
+        canary = with_strategy(config, "canary", f"serving.url={server.url}", "release.canary.step_seconds=0.5",
+                               "release.canary.min_requests=50", "release.canary.min_labelled=40")
+        with LabelledLoad(server.url, DATASET, images[:1000], labels[:1000], server.holder.current.class_names):
+            outcome = deploy(canary, tiny_teacher[0], tiny_splits_dir, GATE_METRICS, "pipeline run r-2")
+    assert outcome.revision.model_version == "v2" and registry.resolve(PRODUCTION_ALIAS) == "v2"
+    assert outcome.revision.lineage["canary_from_revision"] == "1"
+    assert outcome.revision.lineage["parent_version"] == "v1" and "promoted v2" in outcome.markdown()
+    assert len(outcome.canary_lines) == 5 and outcome.canary_lines[-1].startswith("promoted v2")
+
+
+def test_strategy_canary_without_a_live_server_changes_no_release(config, tiny_teacher, tiny_splits_dir):
+    from conftest import free_port
+
+    registry = open_registry(config, DATASET)
+    registry.push(tiny_teacher[0])
+    backend = open_release_backend(config, registry)
+    backend.deploy("v1", "test")
+    before = backend.history()
+    canary = with_strategy(config, "canary", f"serving.url=http://127.0.0.1:{free_port()}")
+    with pytest.raises(AimassError, match="cannot read the server's counters"):
+        deploy(canary, tiny_teacher[0], tiny_splits_dir, GATE_METRICS, "pipeline run r-3")
+    assert backend.history() == before and registry.get("v2")  # registered, for a canary by hand later

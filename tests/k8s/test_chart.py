@@ -54,8 +54,19 @@ def test_every_pod_meets_pod_security_restricted(values):
 
 def test_the_cpu_values_render_the_full_set_of_objects():
     kinds = sorted(item["kind"] for item in render_chart(CPU_VALUES))
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+                     "Service", "ServiceAccount"]
+
+
+def test_without_a_canary_the_servers_read_an_empty_canary_file_mounted_as_a_directory():
+    objects = render_chart(CPU_VALUES)
+    (config_map,) = [item for item in objects if item["kind"] == "ConfigMap"]
+    (deployment,) = [item for item in objects if item["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert config_map["data"] == {"canary.json": "{}"}
+    assert "--canary-file=/etc/aimass/canary/canary.json" in container["args"]
+    mount = next(mount for mount in container["volumeMounts"] if mount["name"] == "canary")
+    assert mount["mountPath"] == "/etc/aimass/canary" and "subPath" not in mount  # updated in place, no restart
 
 
 def test_gpu_values_request_the_accelerator_on_a_gpu_node_and_tolerate_its_taint():
