@@ -242,3 +242,46 @@ def test_the_aborted_exit_code_is_documented_in_the_help(capsys):
     with pytest.raises(SystemExit):
         main(["release", "canary", "--help"])
     assert f"{ABORTED_EXIT} aborted" in capsys.readouterr().out
+
+
+# ---- the Helm chart's servers: the canary arrives as a ConfigMap file ----
+
+def test_a_pinned_server_routes_to_the_canary_its_file_names_and_drops_it_when_the_file_empties(
+        tmp_path, s3_server, monkeypatch, monitored_model_dir, weaker_model_dir):
+    import json
+    import uuid
+
+    from aimass.registry import manifest_sha256
+    from aimass.serving import open_model_source
+
+    monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")
+    monkeypatch.setenv("AIMASS_S3_SECRET_KEY", "test-secret")
+    config = make_config(tmp_path, "registry.backend=s3", f"registry.s3_endpoint={s3_server}",
+                         "registry.s3_secure=false", f"registry.s3_bucket=models-{uuid.uuid4().hex[:8]}",
+                         "serving.poll_seconds=0.05")
+    registry = open_registry(config)
+    production, candidate = registry.push(monitored_model_dir), registry.push(weaker_model_dir)
+    canary_file = tmp_path / "canary" / "canary.json"
+    canary_file.parent.mkdir()
+    canary_file.write_text("{}")  # what the chart renders without a canary
+    source = open_model_source(config, model_uri=registry.storage_uri("v1"),
+                               model_sha256=manifest_sha256(production), canary_file=canary_file)
+    with running_server(MODEL, source, config) as server:
+        assert server.holder.canary is None
+        state = plan_canary_state(registry, candidate, weight_step=1)
+        canary_file.write_text(json.dumps(state.to_dict()))
+        assert wait_for(lambda: server.holder.canary is not None)
+        assert (server.holder.canary.model.version, server.holder.canary.weight) == ("v2", 50)
+        metadata = httpx.get(f"{server.url}/v2/models/{MODEL}").json()["parameters"]["canary"]
+        assert metadata == {"version": "v2", "weight": 50, "shadow": False, "step": 1, "mirror": True}
+        canary_file.write_text("{}")
+        assert wait_for(lambda: server.holder.canary is None)
+        assert server.holder.current.version == "v1"
+
+
+def plan_canary_state(registry, candidate, weight_step):
+    from aimass.canary.plan import CanaryState
+    from aimass.registry import manifest_sha256
+
+    return CanaryState(candidate.version, registry.storage_uri(candidate.version), manifest_sha256(candidate),
+                       (10, 50, 100), False, weight_step, 1, "2026-12-05T00:00:00+00:00", "test")
