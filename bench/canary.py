@@ -12,14 +12,14 @@ aimass_shadow_dropped_total) rather than queued when they cannot keep up; no req
     python bench/canary.py                      # the newest blessed model under runs/ (from `make run`)
 """
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from serving import PROBE, Measurement, free_port, measure, newest_blessed_model, ratios, table
+from serving import (MODEL, PROBE, Measurement, free_port, measure, model_and_seconds, ratios, table,
+                     write_wrk_script)
 
 from aimass.canary.controller import plan_canary, start_canary
 from aimass.canary.plan import StepResult
@@ -28,7 +28,6 @@ from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 
 CONNECTIONS = (1, 16)
-MODEL = "bench-canary"
 VARIANTS = {  # name -> (weight step, mirror); None: no canary
     "no canary": None,
     "canary: shadow": ((10, 50, 100), True, 0, True),
@@ -60,18 +59,12 @@ def prepare_release(state_dir: Path, model: Path, variant) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="model directory (default: newest blessed)")
-    parser.add_argument("--seconds", type=int, default=10, help="load duration per concurrency level")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is missing: `apt-get install -y wrk` (Debian's package)")
-    model = (args.model or newest_blessed_model()).resolve()
+    args = model_and_seconds(parser)
+    model = args.model
     print(f"model: {model}; {os.cpu_count()} CPUs; {args.seconds} s per level; wrk -t1", flush=True)
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory() as scratch:
-        script = Path(scratch) / "infer.lua"
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = [[{json.dumps(PROBE)}]]\n")
+        script = write_wrk_script(Path(scratch), PROBE)
         port = free_port()
         for name, variant in VARIANTS.items():
             state_dir = Path(scratch) / "repo"

@@ -10,15 +10,13 @@ off and at most 1.1x its p99; with a dead store, no request fails.
     python bench/capture.py                      # the newest blessed model under runs/ (from `make run`)
 """
 import argparse
-import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from serving import (PROBE, Measurement, free_port, measure, newest_blessed_model, ratios, table,
-                     server_commands)
+from serving import (PROBE, Measurement, free_port, measure, model_and_seconds, ratios, server_commands, table,
+                     write_wrk_script)
 
 CONNECTIONS = (1, 16)
 
@@ -41,20 +39,14 @@ def variants(model: Path, port: int, state_dir: Path) -> dict[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="model directory (default: newest blessed)")
-    parser.add_argument("--seconds", type=int, default=10, help="load duration per concurrency level")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is missing: `apt-get install -y wrk` (Debian's package)")
-    model = (args.model or newest_blessed_model()).resolve()
+    args = model_and_seconds(parser)
+    model = args.model
     print(f"model: {model}; {os.cpu_count()} CPUs; {args.seconds} s per level; wrk -t1", flush=True)
     os.environ.setdefault("AIMASS_S3_ACCESS_KEY", "bench-not-a-secret")  # the dead store needs some credentials
     os.environ.setdefault("AIMASS_S3_SECRET_KEY", "bench-not-a-secret")
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory() as state_dir:
-        script = Path(state_dir) / "infer.lua"
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = [[{json.dumps(PROBE)}]]\n")
+        script = write_wrk_script(Path(state_dir), PROBE)
         port = free_port()
         for name, command in variants(model, port, Path(state_dir)).items():
             _, measured = measure(name, command, f"http://127.0.0.1:{port}", script, args.seconds, PROBE,

@@ -153,6 +153,25 @@ def ratios(results: list[Measurement], baseline: str, prefix: str = "aimass") ->
     return "\n".join(lines)
 
 
+def write_wrk_script(directory: Path, probe: dict) -> Path:
+    """A wrk script POSTing `probe` as JSON (every request the same body, so each gets a new request id)."""
+    script = directory / "infer.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = [[{json.dumps(probe)}]]\n")
+    return script
+
+
+def model_and_seconds(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """--model and --seconds, shared by the serving benchmarks; wrk must be here."""
+    parser.add_argument("--model", type=Path, default=None, help="model directory (default: newest blessed)")
+    parser.add_argument("--seconds", type=int, default=10, help="load duration per concurrency level")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: `apt-get install -y wrk` (Debian's package)")
+    args.model = (args.model or newest_blessed_model()).resolve()
+    return args
+
+
 def newest_blessed_model() -> Path:
     found = sorted(REPO_ROOT.glob("runs/*/*/bless-model-component/blessed"), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -176,9 +195,7 @@ def main() -> None:
     probe = image_probe() if args.payload == "image" else PROBE
     results, labels = [], {}
     with tempfile.TemporaryDirectory() as state_dir:
-        script = Path(state_dir) / "infer.lua"
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = [[{json.dumps(probe)}]]\n")
+        script = write_wrk_script(Path(state_dir), probe)
         port = free_port()
         servers = {name: command for name, command in server_commands(model, port, Path(state_dir)).items()
                    if args.only is None or args.only in name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class ShadowRunner:
         done.wait(timeout)
 
     def _run(self) -> None:
+        _lowest_cpu_priority()
         while (item := self._queue.get()) is not None:
             if isinstance(item, _Flush):
                 item.done.set()
@@ -111,6 +113,15 @@ class ShadowRunner:
         self.metrics.shadow_agreed_images.inc(int((predicted == item.answered).sum()))
         if self.monitor is not None:
             self.monitor.observe_other(item.request_id, item.model, item.images, item.sources, probabilities)
+
+
+def _lowest_cpu_priority() -> None:
+    """Let the scheduler give this thread only the CPU the foreground leaves: on Linux a thread has a nice value of
+    its own. Where it has not (or may not lower it), the bounded queue still keeps the background in check."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        log.info("the background answers run at normal priority here")
 
 
 @dataclass(frozen=True)
