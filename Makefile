@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset browser prometheus k8s-tools image base-image e2e compile bench bench-gpu clean
+.PHONY: run test serve setup dataset browser prometheus dashboard k8s-tools image base-image e2e compile bench bench-gpu clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
@@ -54,6 +54,9 @@ base-image:  ## a Debian bookworm base with Python 3.11 from apt's mirror (needs
 
 e2e: setup dataset k8s-tools  ## the container checks: the image, the DAG in containers, the chart's pod (podman)
 	DOCKER=$(DOCKER) scripts/e2e-containers.sh
+
+dashboard: setup  ## regenerate the chart's Grafana dashboard from aimass/monitoring/dashboard.py
+	$(BIN)/python -m aimass.monitoring.dashboard > helm/aimass-serving/dashboards/aimass-serving.json
 
 compile: setup  ## refresh pipelines/compiled/ after changing the pipeline or its defaults
 	$(BIN)/aimass compile

@@ -35,7 +35,9 @@ MODULES = (
     "rich.progress", "rich.table", "rich.live",
     "starlette.applications", "starlette.routing", "uvicorn", "uvicorn.loops.uvloop",
     "uvicorn.protocols.http.httptools_impl",
-    "prometheus_client",
+    "prometheus_client", "prometheus_client.parser",
+    "grafana_foundation_sdk.builders.dashboard", "grafana_foundation_sdk.builders.timeseries",
+    "grafana_foundation_sdk.builders.prometheus",
 )
 
 

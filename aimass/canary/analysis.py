@@ -33,7 +33,7 @@ from aimass.config import AimassConfig, CanaryConfig
 SERIES = ("aimass_model_requests_total", "aimass_model_request_duration_seconds_bucket",
           "aimass_judged_images_total", "aimass_judged_correct_images_total", "aimass_shadow_answers_total",
           "aimass_shadow_compared_images_total", "aimass_shadow_agreed_images_total", "aimass_canary_weight",
-          "aimass_canary_info", "aimass_canary_drift_detected", "aimass_drift_detected")
+          "aimass_canary_info", "aimass_canary_drift_detected", "aimass_drift_detected", "aimass_canary_ended_total")
 
 Labels = frozenset[tuple[str, str]]
 

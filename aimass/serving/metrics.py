@@ -91,6 +91,15 @@ class ServerMetrics:
         self.canary_drift_detected = prometheus_client.Gauge(
             "aimass_canary_drift_detected", "1 while the candidate's window is past a drift threshold of its own "
                                             "training data", registry=self.registry)
+        self.canary_ended = prometheus_client.Counter(
+            "aimass_canary_ended", "Canaries this server stopped routing to: promoted (the candidate became "
+                                   "production) or aborted (production stayed)", ["outcome"], registry=self.registry)
+        for outcome in ("promoted", "aborted"):
+            self.canary_ended.labels(outcome)
+        self.reference_accuracy = prometheus_client.Gauge(
+            "aimass_model_reference_accuracy", "The served version's validation accuracy as its model card records "
+                                               "it (a compressed model's: its teacher's), what live accuracy is "
+                                               "compared with", ["version"], registry=self.registry)
         self.canary_weight.set(0)
         self.canary_drift_detected.set(0)
 
@@ -106,5 +115,10 @@ class ServerMetrics:
     def show_model(self, served, previous) -> None:
         if previous is not None:
             self.model_info.remove(previous.name, previous.version, str(previous.revision))
+            if previous.version != served.version:
+                self.reference_accuracy.remove(previous.version)
         self.model_info.labels(served.name, served.version, str(served.revision)).set(1)
+        accuracy = served.about.get("validation_accuracy")
+        if isinstance(accuracy, (int, float)):
+            self.reference_accuracy.labels(served.version).set(accuracy)
 

@@ -296,6 +296,8 @@ class ModelHolder:
             if active is not None:
                 self.canary = None  # nothing of the candidate stays in the serving path
                 self.metrics.show_canary(None)
+                promoted = self.current is not None and self.current.version == active.model.version
+                self.metrics.canary_ended.labels("promoted" if promoted else "aborted").inc()
                 log.info("canary of %s ended; %s alone serves", active.model.version, self.current.version)
             return
         if active is not None and active.model.version == wanted.version:

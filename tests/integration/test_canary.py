@@ -75,7 +75,9 @@ def test_a_more_accurate_candidate_that_disagrees_with_production_is_promoted_th
     with running_server(MODEL, ReleaseSource(config), config) as server:
         final, lines, load = walk(config, registry, backend, server, "v2", test_images)
         assert wait_for(lambda: server.holder.current.version == "v2" and server.holder.canary is None)
+        ended = read_server_metrics(server.url).series("aimass_canary_ended_total")
     assert final.outcome == PROMOTED, lines
+    assert {labels["outcome"]: value for labels, value in ended} == {"promoted": 1, "aborted": 0}
     assert [line.split(":")[0] for line in lines[:-1]] == ["step 1/4 (shadow)", "step 2/4 (weight 10%)",
                                                            "step 3/4 (weight 50%)", "step 4/4 (weight 100%)"]
     assert all(re.search(r"; accuracy [^\[]+\[ok\]", line) for line in lines[:-1]), lines
@@ -99,6 +101,8 @@ def test_a_wrong_candidate_is_aborted_in_the_shadow_and_production_serves_alone(
         final, lines, load = walk(config, registry, backend, server, "v2", test_images)
         assert wait_for(lambda: server.holder.canary is None)
         assert server.holder.current.version == "v1"
+        ended = read_server_metrics(server.url).series("aimass_canary_ended_total")
+    assert {labels["outcome"]: value for labels, value in ended} == {"promoted": 0, "aborted": 1}
     assert final.outcome == ABORTED and lines[-1].startswith("aborted v2 at step 1/4 (shadow): accuracy")
     assert "max_accuracy_drop" in final.reason
     assert load.failures() == [] and {version for _, version in load.answers} == {"v1"}

@@ -16,7 +16,7 @@ GPU_VALUES = CHART / "ci" / "gpu-values.yaml"
 MONITORING_VALUES = CHART / "ci" / "monitoring-values.yaml"  # on top of CPU_VALUES
 KUBERNETES_VERSIONS = ["1.34.0", "1.35.0"]
 # Custom resources have no schema in the Kubernetes API; these are the only ones aimass renders.
-CUSTOM_RESOURCE_KINDS = {"ServiceMonitor"}
+CUSTOM_RESOURCE_KINDS = {"ServiceMonitor", "PrometheusRule"}
 BIN = Path(sys.prefix) / "bin"
 
 
