@@ -6,9 +6,10 @@ The checks, and how they combine (docs/OPERATIONS.md):
                release.canary.max_error_rate_increase.
     latency    candidate p99 / production p99 of routed requests, at most max_latency_ratio; judged when both
                answered min_requests routed requests in the window (not in the shadow step, nor at 100%).
-    accuracy   live accuracy from feedback on the canary so far, each version judged on its own answers to the
-               labelled requests (with mirroring, on the same images); the candidate may trail production by
-               max_accuracy_drop. Judged once each version has min_labelled labelled images.
+    accuracy   live accuracy from feedback on the canary so far, on the labelled requests both models answered
+               (one in the foreground, the other in the background: the same images); the candidate may trail
+               production by max_accuracy_drop. Judged once min_labelled such images were labelled (without
+               mirroring, only the shadow step has pairs).
     agreement  share of images both models give the same class (background answers); at least min_agreement.
                It is the quality check of traffic without labels: once accuracy is judged, accuracy decides and
                agreement is shown only, so a candidate that disagrees because it is right more often passes.
@@ -241,7 +242,7 @@ def _accuracy(window: Window, candidate: str, production: str, settings: CanaryC
     labelled = {version: window.judged_images[version] for version in (candidate, production)}
     if min(labelled.values()) < settings.min_labelled:
         return Check("accuracy", True, False, None, -settings.max_accuracy_drop,
-                     f"needs {settings.min_labelled} labelled images of each version (release.canary.min_labelled; "
+                     f"needs {settings.min_labelled} labelled images both versions answered (release.canary.min_labelled; "
                      f"{candidate} {labelled[candidate]:.0f}, {production} {labelled[production]:.0f})")
     accuracy = {version: window.correct_images[version] / labelled[version] for version in labelled}
     difference = accuracy[candidate] - accuracy[production]

@@ -8,6 +8,7 @@ its current step, `--resume` judges that step afresh, and `--abort` ends it by h
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aimass.registry import ModelRegistry, manifest_sha256
 from aimass.releases import ReleaseBackend, Revision, check_canary_change
 
 ABORTED_EXIT = 4  # documented: the canary was aborted (by a check, a timeout or by hand); production serves
+NOTE_EVERY_SECONDS = 30  # a step still waiting says so on stderr, so that a quiet endpoint is not a silent one
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,18 @@ class CanaryRun:
     # ---- one step ----
 
     def _judge_step(self):
-        started = self.clock.now()
+        started = noted = self.clock.now()
         while not routing_reported(self.read_metrics(), self.state):
             if not self._still_running():
                 return None
             if self.clock.now() - started > self.settings.traffic_timeout_seconds:
                 raise _RoutingNotReported(self.state)
+            if self.clock.now() - noted >= NOTE_EVERY_SECONDS:
+                noted = self.clock.now()
+                _note(f"{self.state.step_label()}: waiting for the servers to route to {self.state.candidate_version}")
             self.clock.sleep(self.poll)
         window_start, opened = self.read_metrics(), self.clock.now()
+        noted = opened
         while True:
             self.clock.sleep(self.poll)
             if not self._still_running():
@@ -123,6 +129,10 @@ class CanaryRun:
                 return step_result(self.state, window, self.production, self.settings)
             if elapsed >= self.settings.traffic_timeout_seconds:
                 return too_little_traffic(self.state, answered, elapsed, self.settings)
+            if self.clock.now() - noted >= NOTE_EVERY_SECONDS:
+                noted = self.clock.now()
+                _note(f"{self.state.step_label()}: {answered:.0f} of {self.settings.min_requests} requests after "
+                      f"{elapsed:.0f} s (the step aborts without them by {self.settings.traffic_timeout_seconds:g} s)")
 
     def _still_running(self) -> bool:
         running = self.backend.status().running_canary
@@ -155,6 +165,10 @@ class CanaryRun:
         checks = "; ".join(_check_line(check) for check in result.checks)
         verdict = "passed" if result.passed else "FAILED"
         return f"{self.state.step_label()}: requests answered {requests}; {checks} -> {verdict}"
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _check_line(check: dict) -> str:

@@ -41,6 +41,7 @@ class _Answer:
     labelled: bool = False
     truth: np.ndarray | None = None  # the labels, once they came
     others: dict[str, np.ndarray] = field(default_factory=dict)  # a canary's background answers, by version
+    pair_counted: bool = False  # counted into the canary's paired accuracy
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class LiveMonitor:
                 answer.others[model.version] = predicted
                 if answer.truth is not None:
                     self._judge(request_id, model.version, predicted, answer.truth)
+                    self._count_pair(answer)
         try:
             self._incoming.put_nowait((model.version, images, sources, probabilities))
         except queue.Full:
@@ -147,19 +149,25 @@ class LiveMonitor:
             truth = np.array([answer.class_names.index(name) for name in names])
             if not answer.labelled:
                 self.metrics.feedback.labels(answer.version).inc(len(names))
-            first = not answer.labelled
             answer.labelled, answer.truth = True, truth
             for version, predicted in [(answer.version, answer.predicted), *answer.others.items()]:
-                self._judge(request_id, version, predicted, truth, count=first)
+                self._judge(request_id, version, predicted, truth)
+            self._count_pair(answer)
             return answer.version
 
-    def _judge(self, request_id: str, version: str, predicted: np.ndarray, truth: np.ndarray,
-               count: bool = True) -> None:
-        """One version's answer to a labelled request, into its live accuracy (under the lock)."""
+    def _count_pair(self, answer: _Answer) -> None:
+        """A canary's paired accuracy: once a labelled request was answered by both models, each version's answer
+        is counted (once, with the first label), so the two are compared on the same images (under the lock)."""
+        if answer.pair_counted or not answer.others or answer.truth is None:
+            return
+        answer.pair_counted = True
+        for version, predicted in [(answer.version, answer.predicted), *answer.others.items()]:
+            self.metrics.judged_images.labels(version).inc(len(answer.truth))
+            self.metrics.judged_correct_images.labels(version).inc(int((answer.truth == predicted).sum()))
+
+    def _judge(self, request_id: str, version: str, predicted: np.ndarray, truth: np.ndarray) -> None:
+        """One version's answer to a labelled request, into its live accuracy window (under the lock)."""
         correct = int((truth == predicted).sum())
-        if count:  # counters count a request's first label; a relabel only corrects the window
-            self.metrics.judged_images.labels(version).inc(len(truth))
-            self.metrics.judged_correct_images.labels(version).inc(correct)
         by_id = self._labelled.setdefault(version, OrderedDict())
         by_id[request_id] = (correct, len(truth))
         by_id.move_to_end(request_id)

@@ -66,10 +66,11 @@ class ServerMetrics:
             ["version"], registry=self.registry,
             buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5))
         self.judged_images = prometheus_client.Counter(
-            "aimass_judged_images", "Labelled images, by the version whose answer the label judged (a canary's "
-                                    "background answers included)", ["version"], registry=self.registry)
+            "aimass_judged_images", "Labelled images both models of a canary answered, by version: the canary's "
+                                    "accuracy compares the two on the same images", ["version"],
+            registry=self.registry)
         self.judged_correct_images = prometheus_client.Counter(
-            "aimass_judged_correct_images", "Labelled images the version answered correctly", ["version"],
+            "aimass_judged_correct_images", "Of those, the images the version answered correctly", ["version"],
             registry=self.registry)
         self.shadow_answers = prometheus_client.Counter(
             "aimass_shadow_answers", "Requests answered again in the background by the canary's other model, by "
@@ -111,6 +112,13 @@ class ServerMetrics:
             self.canary_drift_detected.set(0)
             return
         self.canary_info.labels(canary.model.version, str(canary.step), str(canary.shadow).lower()).set(1)
+        self._export_version(canary.model.version)
+
+    def _export_version(self, version: str) -> None:
+        """A version's counters at 0 from the moment it serves, so that dashboards and alerts see the series
+        before the first event."""
+        for counter in (self.judged_images, self.judged_correct_images):
+            counter.labels(version)
 
     def show_model(self, served, previous) -> None:
         if previous is not None:
@@ -118,6 +126,7 @@ class ServerMetrics:
             if previous.version != served.version:
                 self.reference_accuracy.remove(previous.version)
         self.model_info.labels(served.name, served.version, str(served.revision)).set(1)
+        self._export_version(served.version)
         accuracy = served.about.get("validation_accuracy")
         if isinstance(accuracy, (int, float)):
             self.reference_accuracy.labels(served.version).set(accuracy)
