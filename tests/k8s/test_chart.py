@@ -246,3 +246,15 @@ def test_the_monitor_pods_are_not_selected_by_the_servers_network_policy_or_serv
 
 def test_without_monitor_enabled_no_cronjob_is_rendered():
     assert not [item for item in render_chart(CPU_VALUES) if item["kind"] == "CronJob"]
+
+
+def test_with_every_monitoring_feature_on_nothing_rendered_holds_a_secret_value():
+    objects = render_chart(CPU_VALUES, MONITORING_VALUES)
+    assert {"ConfigMap", "PrometheusRule", "ServiceMonitor", "CronJob"} <= {item["kind"] for item in objects}
+    assert not [item for item in objects if item["kind"] == "Secret"]
+    containers = [container for _, spec in pod_specs(objects) for container in spec["containers"]]
+    sensitive = [variable for container in containers for variable in container.get("env", [])
+                 if any(word in variable["name"] for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"))]
+    assert sensitive and all("value" not in variable for variable in sensitive)
+    config_data = " ".join(str(item.get("data")) for item in objects if item["kind"] == "ConfigMap").lower()
+    assert not any(word in config_data for word in ("accesskey", "secretkey", "password", "bearer "))
