@@ -10,7 +10,7 @@ import time
 
 from bench_data import ingested_splits
 
-from aimass.components.train import train_classifier
+from aimass.training.loop import train_classifier
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from aimass.components.train import configure_cpu_threads
+from aimass.training.devices import configure_cpu_threads
 from aimass.config import ModelConfig
 from aimass.data.preprocess import InputSpec
 from aimass.models.architecture import Signature, build_classifier

@@ -1,7 +1,7 @@
 """Training throughput with 1, 2, ... processes (torchrun + DistributedDataParallel), side by side in one run.
 
 Every configuration trains the same model on the same images with the same global batch, through the train stage's
-own entry point (`components.train.train`, which starts torchrun when train.nproc > 1). Configurations alternate in
+own entry point (`aimass.training.stage.train`, which starts torchrun when train.nproc > 1). Configurations alternate in
 rounds so drift in a shared machine's speed hits all alike; the median training images/s of each is reported with
 its ratio to one process. Images/s counts optimisation steps only (start-up, validation and saving excluded);
 wall-clock seconds per run (torchrun's start-up included) are printed beside it.
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from aimass.components.ingest import ingest
-from aimass.components.train import train
+from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.lineage import Lineage
 

@@ -1,6 +1,6 @@
 """Trials per hour of the hyper-parameter search on this machine, one trial at a time and two at once.
 
-The search's own functions (components/hpo.py: plan_round, run_trial) run a TPE search over the learning rate and
+The search's own functions (aimass/training/hpo.py: plan_round, run_trial) run a TPE search over the learning rate and
 dropout with `hpo.trial_epochs` epochs per trial on a stratified subset of the training images. "Two at once" runs
 two trials side by side in separate processes, each with half the CPUs, as `hpo.parallelism=2` does on one node.
 
@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from aimass.components.hpo import plan_round, run_trial
+from aimass.training.hpo import plan_round, run_trial
 from aimass.components.ingest import ingest
 from aimass.config import load_config
 

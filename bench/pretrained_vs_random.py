@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from aimass.components.ingest import ingest
-from aimass.components.train import train
+from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR

@@ -31,7 +31,8 @@ from aimass.components.deploy import deploy
 from aimass.components.evaluate import evaluate
 from aimass.components.ingest import ingest
 from aimass.components.promote import bless
-from aimass.components.train import configure_cpu_threads, select_device, train, FastPath
+from aimass.training.devices import configure_cpu_threads, FastPath, select_device
+from aimass.training.stage import train
 from aimass.components.validate_data import raise_for_failures, validate_data
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from bench_data import ingested_splits
 
 from aimass.models.architecture import Signature, build_classifier
-from aimass.components.train import configure_cpu_threads, train_classifier, FastPath
+from aimass.training.devices import configure_cpu_threads, FastPath
+from aimass.training.loop import train_classifier
 from aimass.config import load_config
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.card import SplitsCard

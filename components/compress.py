@@ -33,7 +33,9 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 from torch import nn
 
 from aimass.components.base import project_component
-from aimass.components.train import FastPath, LossFunction, fit, plain_batches, select_device, smoothed_cross_entropy
+from aimass.training.batches import plain_batches
+from aimass.training.devices import FastPath, select_device
+from aimass.training.loop import fit, LossFunction, smoothed_cross_entropy
 from aimass.config import AimassConfig, CompressConfig, GateConfig, ModelConfig
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.data.preprocess import InputSpec, to_model_input

@@ -15,8 +15,7 @@ from aimass.components.augment import augment_component
 from aimass.components.compress import compress_component
 from aimass.components.deploy import deploy_component
 from aimass.components.evaluate import evaluate_component
-from aimass.components.hpo import (hpo_plan_component, hpo_record_component, hpo_select_component,
-                                   hpo_trial_component, search_rounds)
+from aimass.components.hpo import hpo_plan_component, hpo_record_component, hpo_select_component, hpo_trial_component
 from aimass.components.ingest import ingest_component
 from aimass.components.promote import bless_model_component, reject_model_component
 from aimass.components.train import train_component
@@ -24,7 +23,8 @@ from aimass.components.validate_data import validate_data_component
 from aimass.config import AimassConfig, KubernetesConfig
 from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
 from aimass.serving import TOKEN_ENV
-from aimass.training_job import SHARED_MOUNT
+from aimass.training.hpo import search_rounds
+from aimass.training.operator_job import SHARED_MOUNT
 
 PIPELINE_NAME = "aimass-training"
 

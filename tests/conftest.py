@@ -12,7 +12,7 @@ import pytest
 
 from aimass.models.architecture import Signature
 from aimass.components.ingest import ingest
-from aimass.components.train import train
+from aimass.training.stage import train
 from aimass.config import AimassConfig, load_config
 from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR
 from aimass.data.importing import import_dataset

@@ -5,7 +5,7 @@ import pytest
 from k8s_render import KUBERNETES_VERSIONS, restricted_violations, schema_errors
 
 from aimass.config import load_config
-from aimass.training_job import TrainingJobError, pytorch_job, run_job
+from aimass.training.operator_job import TrainingJobError, pytorch_job, run_job
 
 
 def job(nodes=3, nproc=2):
@@ -34,7 +34,7 @@ def test_each_pod_runs_torchrun_in_the_pytorch_container_with_one_gpu_per_proces
     (container,) = pod["containers"]
     assert container["name"] == "pytorch"  # the operator injects the rendezvous variables into this container
     assert container["command"][:3] == ["python", "-m", "torch.distributed.run"]
-    assert container["command"][-2:] == ["aimass.distributed", "/shared/aimass-train-run-1/job.json"]
+    assert container["command"][-2:] == ["aimass.training.distributed", "/shared/aimass-train-run-1/job.json"]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": 4}
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aimass.components.train import Ranks, rank_shard, train
+from aimass.training.ranks import rank_shard, Ranks
+
+from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
-from aimass.distributed import DistributedTrainingError
+from aimass.training.distributed import DistributedTrainingError
 from aimass.lineage import Lineage
 from aimass.models.artifact import load_model
 
@@ -53,7 +55,7 @@ def _kill_rank_one_when_training(stop: threading.Event, killed: list[int]) -> No
                 environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"aimass.distributed" in command and b"RANK=1" in environment and b"torch.distributed.run" not in command:
+            if b"aimass.training.distributed" in command and b"RANK=1" in environment and b"torch.distributed.run" not in command:
                 time.sleep(8)  # past start-up, into the training loop
                 os.kill(int(pid), signal.SIGKILL)
                 killed.append(int(pid))

@@ -2,7 +2,7 @@
 tests/integration/test_pipeline_local.py)."""
 import pytest
 
-from aimass.components.hpo import (TrialResult, best_trial, grid_points, plan_round, run_trial, search_rounds,
+from aimass.training.hpo import (TrialResult, best_trial, grid_points, plan_round, run_trial, search_rounds,
                                    trials_markdown)
 from aimass.config import load_config
 from aimass.errors import ConfigError

@@ -9,7 +9,8 @@ from PIL import Image
 
 from aimass.components.compress import compress, read_failures, read_profiles
 from aimass.components.ingest import ingest
-from aimass.components.train import train, train_classifier
+from aimass.training.loop import train_classifier
+from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard, read_index

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.components.train import configure_cpu_threads, train_classifier, training_curves_html
+from aimass.training.curves import training_curves_html
+
+from aimass.training.devices import configure_cpu_threads
+
+from aimass.training.loop import train_classifier
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError
@@ -130,12 +134,12 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits, tiny_
 
 
 def test_on_the_fly_augmentation_applies_the_policy_to_each_batch(tiny_splits, tiny_signature):
-    from aimass.components.train import _batch_source
+    from aimass.training.batches import batch_source
 
     flip_only = ["augment.on_the_fly=true", "augment.policy.horizontal_flip.p=1"] + [
         f"augment.policy.{name}.p=0" for name in ("rotation", "scale", "translate", "gaussian_noise", "random_erasing")]
     spec = tiny_signature.input_spec
-    batches = _batch_source(load_config("tiny", flip_only), tiny_splits["train"], torch.device("cpu"), spec)
+    batches = batch_source(load_config("tiny", flip_only), tiny_splits["train"], torch.device("cpu"), spec)
     index = torch.arange(4)
     expected = to_model_input(tiny_splits["train"].images[:4], spec).flip(-1)
     assert torch.allclose(batches(index), expected)

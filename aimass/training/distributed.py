@@ -1,11 +1,12 @@
 """Data-parallel training in several processes on one node, through torch's own launcher (torchrun).
 
-`train_in_processes` starts `python -m torch.distributed.run --standalone --nproc-per-node N -m aimass.distributed
-JOB` and waits. Each worker joins the process group (NCCL on GPUs, gloo on CPU; a collective that waits longer than
-`train.collective_timeout_seconds` fails instead of hanging), runs the ordinary training loop with its rank
-(components/train.py: DistributedDataParallel, disjoint shards, reduced metrics), and rank 0 writes the model and the
-result. If any worker dies, torchrun stops the others and exits non-zero; the step then fails naming the rank and how
-it ended. Across nodes the same workers run under Kubeflow's training operator (aimass/training_job.py).
+`train_in_processes` starts `python -m torch.distributed.run --standalone --nproc-per-node N -m
+aimass.training.distributed JOB` and waits. Each worker joins the process group (NCCL on GPUs, gloo on CPU; a
+collective that waits longer than `train.collective_timeout_seconds` fails instead of hanging), runs the ordinary
+training loop with its rank (aimass/training/loop.py: DistributedDataParallel, disjoint shards, reduced metrics),
+and rank 0 writes the model and the result. If any worker dies, torchrun stops the others and exits non-zero; the
+step then fails naming the rank and how it ended. Across nodes the same workers run under Kubeflow's training
+operator (aimass/training/operator_job.py).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def train_in_processes(config: AimassConfig, splits_dir: Path, model_dir: Path, 
         job, result_path = Path(work) / "job.json", Path(work) / "result.json"
         write_job(job, config, splits_dir, model_dir, lineage, training_set_dir, result_path)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={config.train.nproc}", "--max-restarts=0", "-m", "aimass.distributed", str(job)]
+                   f"--nproc-per-node={config.train.nproc}", "--max-restarts=0", "-m", "aimass.training.distributed",
+                   str(job)]
         finished = subprocess.run(command, stdout=None, stderr=subprocess.PIPE, text=True, check=False,
                                   env={**os.environ, "OMP_NUM_THREADS": str(_threads_per_rank(config))})
         sys.stderr.write(finished.stderr[-20_000:])  # the workers' logs, as a single process would have shown them
@@ -59,7 +61,7 @@ def write_job(path: Path, config: AimassConfig, splits_dir: Path, model_dir: Pat
 
 def read_result(path: Path):
     """Rank 0's TrainResult, as it wrote it."""
-    from aimass.components.train import EpochRecord, TrainResult
+    from aimass.training.loop import EpochRecord, TrainResult
 
     raw = json.loads(path.read_text())
     history = [EpochRecord(**record) for record in raw.pop("history")]
@@ -93,7 +95,8 @@ def main(job_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from aimass.components.train import Ranks, train
+    from aimass.training.ranks import Ranks
+    from aimass.training.stage import train
 
     job = json.loads(Path(job_path).read_text())
     config = AimassConfig.from_json(job["config_json"])

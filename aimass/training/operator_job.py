@@ -1,5 +1,6 @@
 """The train stage across nodes: a PyTorchJob of Kubeflow's training operator (kubeflow.org/v1) whose pods run the
-same worker `train.nproc` runs on one node (`python -m aimass.distributed JOB` under torchrun), one process per GPU.
+same worker `train.nproc` runs on one node (`python -m aimass.training.distributed JOB` under torchrun), one process
+per GPU.
 
 The operator starts one Master and `nodes - 1` Worker pods and gives each torchrun its rendezvous through PET_*
 variables (nnodes, node rank, master address, `nprocPerNode`). The train step and the pods share a ReadWriteMany
@@ -44,8 +45,8 @@ def pytorch_job(config: AimassConfig, name: str, namespace: str, image: str, job
             "containers": [{
                 "name": CONTAINER_NAME,
                 "image": image,
-                "command": ["python", "-m", "torch.distributed.run", "--max-restarts=0", "-m", "aimass.distributed",
-                            job_file],
+                "command": ["python", "-m", "torch.distributed.run", "--max-restarts=0", "-m",
+                            "aimass.training.distributed", job_file],
                 "env": [{"name": "HOME", "value": "/tmp"}],
                 "resources": {
                     "requests": {"cpu": cluster.train_cpu_request, "memory": cluster.train_memory_request},
@@ -114,7 +115,7 @@ def train_on_nodes(config: AimassConfig, splits_dir: Path, model_dir: Path, line
     from kubernetes import client
     from kubernetes import config as kube_config
 
-    from aimass.distributed import read_result, write_job
+    from aimass.training.distributed import read_result, write_job
 
     work = shared_root / job_name
     shutil.copytree(splits_dir, work / "splits", dirs_exist_ok=True)
