@@ -13,14 +13,8 @@ from conftest import REPO_ROOT
 from aimass.cli import main as aimass_main
 from aimass.config import PROJECT_IMAGE, load_config
 from aimass.registry import manifest_sha256, open_registry
-from aimass.releases import (
-    HELM_ROLLBACK_NOTE,
-    HelmError,
-    HelmReleaseBackend,
-    ReleaseError,
-    chart_fullname,
-    open_release_backend,
-)
+from aimass.releases import ReleaseError, open_release_backend
+from aimass.releases.helm import HELM_ROLLBACK_NOTE, HelmError, HelmReleaseBackend, chart_fullname
 
 FAKES = REPO_ROOT / "tests" / "fakes"
 REAL_HELM = Path(sys.prefix) / "bin" / "helm"
