@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aimass.errors import ConfigError
+from aimass.errors import CanaryError, ConfigError
 
 # The image every component (and later the model server) runs in. Decorators need it at import time, so it is a
 # constant rather than a --set key; the Dockerfile and chart take their tag from the same place.
@@ -353,6 +353,25 @@ class RegistryConfig(_Section):
     s3_secure: bool = Field(True, description="HTTPS to the endpoint")
     model_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                                    description="registered model; none: the imported data set's name")
+
+
+def check_steps(steps: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """A canary's weights in percent, strictly increasing, each in 1..100, the last 100 (the candidate takes all
+    traffic before it is promoted). Shared by `release.canary.steps` and `aimass release canary --steps`."""
+    steps = tuple(steps)
+    if not steps:
+        raise CanaryError("no steps given: name the candidate's traffic weights, e.g. --steps 10,50,100")
+    outside = [step for step in steps if not 1 <= step <= 100]
+    if outside:
+        raise CanaryError(f"step {outside[0]} is outside 1..100: a step is the candidate's share of traffic in "
+                          "percent, e.g. --steps 10,50,100")
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
+        raise CanaryError(f"steps {','.join(map(str, steps))} are not increasing: each step gives the candidate "
+                          "more traffic, e.g. --steps 10,50,100")
+    if steps[-1] != 100:
+        raise CanaryError(f"the last step is {steps[-1]}, not 100: the candidate serves all traffic in the last "
+                          "step before it is promoted (add 100)")
+    return steps
 
 
 class CanaryConfig(_Section):

@@ -30,3 +30,7 @@ class ArtifactIntegrityError(AimassError):
 
 class GateRejectedError(AimassError):
     """The evaluation gate rejected the candidate model."""
+
+
+class CanaryError(AimassError):
+    """A canary was refused or cannot go on: bad steps, unknown version, another canary running."""

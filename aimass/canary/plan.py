@@ -4,33 +4,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 
-from aimass.errors import AimassError
+from aimass.config import check_steps
+from aimass.errors import CanaryError
 
 SHADOW = 0  # the weight of a shadow step: the candidate answers in the background only
 RUNNING, PROMOTED, ABORTED = "running", "promoted", "aborted"
-
-
-class CanaryError(AimassError):
-    """A canary was refused or cannot go on: bad steps, unknown version, another canary running."""
-
-
-def check_steps(steps: tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """Weights in percent, strictly increasing, each in 1..100, the last 100 (the candidate takes all traffic
-    before it is promoted)."""
-    steps = tuple(steps)
-    if not steps:
-        raise CanaryError("no steps given: name the candidate's traffic weights, e.g. --steps 10,50,100")
-    outside = [step for step in steps if not 1 <= step <= 100]
-    if outside:
-        raise CanaryError(f"step {outside[0]} is outside 1..100: a step is the candidate's share of traffic in "
-                          "percent, e.g. --steps 10,50,100")
-    if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
-        raise CanaryError(f"steps {','.join(map(str, steps))} are not increasing: each step gives the candidate "
-                          "more traffic, e.g. --steps 10,50,100")
-    if steps[-1] != 100:
-        raise CanaryError(f"the last step is {steps[-1]}, not 100: the candidate serves all traffic in the last "
-                          "step before it is promoted (add 100)")
-    return steps
 
 
 def parse_steps(text: str) -> tuple[int, ...]:

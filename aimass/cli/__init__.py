@@ -337,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
     from aimass.data.versions import ensure_pinned_data
     from aimass.lineage import current_git_commit
     from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
-    from aimass.run_summary import LiveRunView, print_run_summary
+    from aimass.cli.run_summary import LiveRunView, print_run_summary
 
     repo = args.repo.resolve()
     config = _load_config(args, repo)
@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace) -> int:
                                       watcher=view, runner=args.runner)
     print_run_summary(result)
     if args.summary_markdown is not None:
-        from aimass.run_summary import markdown_run_summary
+        from aimass.cli.run_summary import markdown_run_summary
 
         args.summary_markdown.write_text(markdown_run_summary(result, config.profile))
     if not result.succeeded:

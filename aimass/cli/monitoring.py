@@ -125,7 +125,7 @@ def _retrain(args, config, repo, store, registry, read, report, since_text: str)
         return BREACH_EXIT
     from aimass.lineage import current_git_commit
     from aimass.pipelines.local_run import run_pipeline_locally, timestamped_root
-    from aimass.run_summary import LiveRunView, print_run_summary
+    from aimass.cli.run_summary import LiveRunView, print_run_summary
 
     print(f"new data version {data.data_md5} (data.dvc): captured images added {data.added}"
           + (f", {data.skipped} left out" if data.skipped else ""), flush=True)

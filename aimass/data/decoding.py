@@ -25,7 +25,7 @@ from aimass.data.idx import idx_shape, read_idx_split
 from aimass.data.arrays import RowWriter, iter_row_chunks
 from aimass.data.preprocess import InputSpec, decode_files, imap_in_processes, preprocess_array
 from aimass.errors import ArtifactIntegrityError, DataVersionError
-from aimass.models.checkpoint import CheckpointPreprocessing, apply_preprocessing
+from aimass.data.image_processor import CheckpointPreprocessing, apply_preprocessing
 from aimass.integrity import read_verified_manifest, write_manifest
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from aimass.errors import ConfigError
-from aimass.models.checkpoint import CONFIG_FILE, PROCESSOR_FILE, checkpoint_files, checkpoint_folder, \
-    processor_settings
+from aimass.data.image_processor import CONFIG_FILE, PROCESSOR_FILE, processor_settings
+from aimass.models.checkpoint import checkpoint_files, checkpoint_folder
 
 log = logging.getLogger(__name__)
 

@@ -243,7 +243,7 @@ def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_pat
 
 
 def test_the_markdown_summary_ci_posts_has_every_step_and_the_metrics(successful_run):
-    from aimass.run_summary import markdown_run_summary
+    from aimass.cli.run_summary import markdown_run_summary
 
     summary = markdown_run_summary(successful_run, "tiny")
     assert summary.startswith("### aimass run (`tiny` profile): succeeded")

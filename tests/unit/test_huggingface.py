@@ -22,7 +22,8 @@ from aimass.errors import ConfigError
 from aimass.integrity import sha256_file
 from aimass.models.architecture import Signature, split_parameters
 from aimass.models.artifact import load_model
-from aimass.models.checkpoint import checkpoint_folder, read_preprocessing
+from aimass.data.image_processor import read_preprocessing
+from aimass.models.checkpoint import checkpoint_folder
 from aimass.models.huggingface import HuggingFaceClassifier, from_checkpoint
 from conftest import TEST_LINEAGE, init_dvc_repo, save_tiny_resnet, write_digits_folder
 

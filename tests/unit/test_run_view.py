@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 
 from aimass.pipelines.local_run import StepLogs, StepRecord, StepWatcher
-from aimass.run_summary import LiveRunView
+from aimass.cli.run_summary import LiveRunView
 
 
 class RecordingWatcher(StepWatcher):
