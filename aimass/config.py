@@ -408,8 +408,6 @@ class CanaryConfig(_Section):
     @field_validator("steps")
     @classmethod
     def _steps_increase_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
-        from aimass.canary.plan import check_steps
-
         return check_steps(steps)
 
 
