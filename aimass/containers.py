@@ -20,13 +20,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aimass.config import HF_PREFIX, AimassConfig
 from aimass.errors import AimassError
+from aimass.polling import poll_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PODMAN_CONF = PROJECT_ROOT / "scripts" / "podman" / "containers.conf"
@@ -188,14 +188,13 @@ def _answers(url: str) -> bool:
 
 
 def _wait_for_service(service: subprocess.Popen, url: str, timeout_seconds: float = 30) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
+    def answering() -> bool | None:
         if service.poll() is not None:
             raise ContainerEngineError(f"podman system service exited at once: {service.stderr.read().strip()}")
-        if _answers(url):
-            return
-        time.sleep(0.2)
-    raise ContainerEngineError(f"podman system service did not answer on {url} within {timeout_seconds:.0f} s")
+        return True if _answers(url) else None
+
+    poll_until(answering, timeout_seconds, 0.2, lambda: ContainerEngineError(
+        f"podman system service did not answer on {url} within {timeout_seconds:.0f} s"))
 
 
 def require_image(image: str) -> None:

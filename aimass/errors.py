@@ -34,3 +34,11 @@ class GateRejectedError(AimassError):
 
 class CanaryError(AimassError):
     """A canary was refused or cannot go on: bad steps, unknown version, another canary running."""
+
+
+class DeployError(AimassError):
+    """The released model failed its smoke test (the release was rolled back), or its canary was not promoted."""
+
+
+class EndpointError(AimassError):
+    """A model server did not answer as the Open Inference Protocol says: an error status, or not ready in time."""

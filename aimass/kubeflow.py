@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.config import KubeflowConfig
 from aimass.errors import AimassError
+from aimass.polling import poll_until
 
 TOKEN_VARIABLE = "AIMASS_KFP_TOKEN"
 FINAL_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}
@@ -76,18 +76,18 @@ def wait(client, run_id: str, poll_seconds: float, timeout_seconds: float,
     Raises:
         KubeflowError: the run did not end within `timeout_seconds`.
     """
-    deadline, last = time.monotonic() + timeout_seconds, None
-    while True:
+    seen: list[RunState] = []
+
+    def ended() -> RunState | None:
         state = run_state(client, run_id)
-        if (state.state, state.tasks) != last:
+        if not seen or (state.state, state.tasks) != (seen[-1].state, seen[-1].tasks):
             on_change(state)
-            last = (state.state, state.tasks)
-        if state.state in FINAL_STATES:
-            return state
-        if time.monotonic() > deadline:
-            raise KubeflowError(f"run {run_id} is still {state.state} after {timeout_seconds:.0f} s; it goes on "
-                                "running: `aimass runs` shows it")
-        time.sleep(poll_seconds)
+        seen[:] = [state]  # the last state, for the timeout's message
+        return state if state.state in FINAL_STATES else None
+
+    return poll_until(ended, timeout_seconds, poll_seconds, lambda: KubeflowError(
+        f"run {run_id} is still {seen[-1].state} after {timeout_seconds:.0f} s; it goes on running: `aimass runs` "
+        "shows it"))
 
 
 def recent_runs(client, settings: KubeflowConfig, limit: int) -> list[RunState]:

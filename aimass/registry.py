@@ -21,7 +21,7 @@ from typing import Any
 from aimass.atomic import atomic_directory
 from aimass.errors import AimassError, ArtifactIntegrityError
 from aimass.integrity import MANIFEST_NAME, read_verified_manifest, sha256_file
-from aimass.models.card import CARD_FILE
+from aimass.models.card import CARD_FILE, ModelCard
 from aimass.config import AimassConfig
 from aimass.data.card import model_name_for
 from aimass.object_store import LocalStore, ObjectStore, S3Store, validate_key
@@ -65,14 +65,15 @@ class ModelRegistry:
             ObjectStoreError: the store failed; the version is then not visible.
         """
         manifest = read_verified_manifest(model_dir)  # never publish bytes that are already wrong
-        card = json.loads((model_dir / CARD_FILE).read_text()) if (model_dir / CARD_FILE).is_file() else {}
+        card_path = model_dir / CARD_FILE
+        lineage = ModelCard.parse(card_path.read_text(), str(card_path)).lineage if card_path.is_file() else {}
         files = {name: sha256_file(model_dir / name) for name in [*manifest["sha256"], MANIFEST_NAME]}
         version = self._next_version()
         for name in sorted(files):
             self.store.upload(f"{self._version_prefix(version)}/files/{validate_key(name)}", model_dir / name)
         record = ModelVersion(
             name=self.model_name, version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            files=files, lineage=dict(card.get("lineage", {})), metrics=dict(metrics or {}),
+            files=files, lineage=dict(lineage), metrics=dict(metrics or {}),
             parent_version=parent_version)
         self.store.write(f"{self._version_prefix(version)}/{RECORD_FILE}",
                          json.dumps(asdict(record), indent=2, sort_keys=True).encode())
@@ -223,9 +224,13 @@ def open_registry(config: AimassConfig, dataset_name: str | None = None) -> Mode
     return ModelRegistry(store, registered_model_name(config, dataset_name))
 
 
-def production_card(registry: ModelRegistry, alias: str = "production") -> tuple[ModelVersion, dict] | None:
-    """The version `alias` points at and its model card, or None when no version carries the alias."""
+def production_card(registry: ModelRegistry, alias: str = "production") -> tuple[ModelVersion, ModelCard] | None:
+    """The version `alias` points at and its model card, or None when no version carries the alias.
+
+    Raises:
+        ArtifactIntegrityError: its card is of a format this aimass does not read (an earlier aimass wrote it).
+    """
     if alias not in registry.aliases():
         return None
     record, data = registry.read_file(alias, CARD_FILE)
-    return record, json.loads(data)
+    return record, ModelCard.parse(data, f"{registry.model_name} {record.version}'s {CARD_FILE}")

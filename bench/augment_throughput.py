@@ -16,7 +16,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from aimass.augmentation import PolicyAugmenter
+from aimass.augmentation.policy import PolicyAugmenter
 from aimass.config import load_config
 
 

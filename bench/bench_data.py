@@ -2,7 +2,7 @@
 cache makes a second call cheap), into build/bench-splits/<profile>."""
 from pathlib import Path
 
-from aimass.components.ingest import ingest
+from aimass.ingestion.stage import ingest
 from aimass.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

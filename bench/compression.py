@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from aimass.components.compress import compress, profiles_markdown
-from aimass.components.evaluate import choose_candidate
+from aimass.compression.profiles import profiles_markdown
+from aimass.compression.stage import compress
+from aimass.gates import choose_candidate
 from aimass.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aimass.components.ingest import ingest
+from aimass.ingestion.stage import ingest
 from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.lineage import Lineage

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from aimass.training.hpo import plan_round, run_trial
-from aimass.components.ingest import ingest
+from aimass.ingestion.stage import ingest
 from aimass.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

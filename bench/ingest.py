@@ -29,7 +29,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from aimass.config import load_config
-from aimass.components.ingest import _write_splits
+from aimass.ingestion.stage import _write_splits
 from aimass.data.decoding import decode_data_version
 from aimass.data.importing import import_dataset
 

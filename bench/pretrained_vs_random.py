@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.components.ingest import ingest
+from aimass.ingestion.stage import ingest
 from aimass.training.stage import train
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets

@@ -29,8 +29,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fashion-mnist-classifier"
 CONCURRENCY = (1, 16, 64)
-PROBE = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",  # the demo's input shape
-                     "data": [(7 * i) % 256 for i in range(784)]}]}
 
 
 @dataclass(frozen=True)
@@ -78,21 +76,32 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) 
     raise SystemExit(f"{url} was not ready within {timeout} s")
 
 
+def tensor_probe(model: Path) -> dict:
+    """One request carrying one image at the model's own input shape (from its card), a fixed pattern of pixels."""
+    import numpy as np
+
+    from aimass.serving.client import tensor_request
+
+    spec = json.loads((model / "model.json").read_text())["input"]
+    shape = (1, spec["channels"], spec["height"], spec["width"])
+    return tensor_request(((7 * np.arange(np.prod(shape))) % 256).astype(np.uint8).reshape(shape))
+
+
 def image_probe() -> dict:
     """One request carrying a 224x224 colour JPEG (a Fashion-MNIST test image, enlarged) as base64 text."""
-    import base64
     import gzip
     import io
 
     import numpy as np
     from PIL import Image
 
+    from aimass.serving.client import encoded_request
+
     pixels = np.frombuffer(gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").read()[16:16 + 784],
                            dtype=np.uint8).reshape(28, 28)
     stream = io.BytesIO()
     Image.fromarray(pixels).resize((224, 224)).convert("RGB").save(stream, format="JPEG", quality=90)
-    return {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                        "data": [base64.b64encode(stream.getvalue()).decode()]}]}
+    return encoded_request([stream.getvalue()])
 
 
 def probe_label(url: str, probe: dict) -> str:
@@ -192,7 +201,7 @@ def main() -> None:
     model = (args.model or newest_blessed_model()).resolve()
     print(f"model: {model} ({json.loads((model / 'model.json').read_text())['weights_format']}); "
           f"{os.cpu_count()} CPUs; {args.seconds} s per level; wrk -t1; payload: {args.payload}", flush=True)
-    probe = image_probe() if args.payload == "image" else PROBE
+    probe = image_probe() if args.payload == "image" else tensor_probe(model)
     results, labels = [], {}
     with tempfile.TemporaryDirectory() as state_dir:
         script = write_wrk_script(Path(state_dir), probe)

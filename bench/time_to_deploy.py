@@ -25,15 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aimass.components.augment import augment
-from aimass.components.compress import compress
-from aimass.components.deploy import deploy
-from aimass.components.evaluate import evaluate
-from aimass.components.ingest import ingest
-from aimass.components.promote import bless
+from aimass.augmentation.stage import augment
+from aimass.compression.stage import compress
+from aimass.deployment.stage import deploy
+from aimass.evaluation.stage import evaluate
+from aimass.ingestion.stage import ingest
+from aimass.evaluation.blessing import bless
 from aimass.training.devices import configure_cpu_threads, FastPath, select_device
 from aimass.training.stage import train
-from aimass.components.validate_data import raise_for_failures, validate_data
+from aimass.validation.report import raise_for_failures
+from aimass.validation.stage import validate_data
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard

@@ -53,7 +53,11 @@ served_version() {
   MODEL=$MODEL "$BIN/python" - <<'PY'
 import os
 import httpx
-body = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+import numpy as np
+from aimass.serving.client import tensor_request
+metadata = httpx.get(f"http://127.0.0.1:18080/v2/models/{os.environ['MODEL']}", timeout=30).json()
+shape = [1, *next(i for i in metadata["inputs"] if i["name"] == "images")["shape"][1:]]
+body = tensor_request(np.zeros(shape, dtype=np.uint8))
 print(httpx.post(f"http://127.0.0.1:18080/v2/models/{os.environ['MODEL']}/infer", json=body, timeout=30)
       .json()["model_version"])
 PY

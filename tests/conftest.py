@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aimass.models.architecture import Signature
-from aimass.components.ingest import ingest
+from aimass.ingestion.stage import ingest
 from aimass.training.stage import train
 from aimass.config import AimassConfig, load_config
 from aimass.data.fashion_mnist import DEFAULT_SOURCE_DIR
@@ -229,7 +229,6 @@ def relabelled_model_dir(model_dir: Path, permutation: list[int], splits_dir: Pa
     b it is wrong on every image of a, so the accuracy it loses is known in advance."""
     import torch
 
-    from aimass.config import ModelConfig
     from aimass.data.arrays import load_image_sets
     from aimass.models.artifact import load_model, save_model
     from aimass.monitoring.reference import reference_outputs, with_reference_outputs
@@ -239,10 +238,8 @@ def relabelled_model_dir(model_dir: Path, permutation: list[int], splits_dir: Pa
     with torch.no_grad():
         head.weight.copy_(head.weight[permutation].clone())
         head.bias.copy_(head.bias[permutation].clone())
-    card = {key: value for key, value in loaded.card.items() if key not in ("format_version", "weights_format")}
     plain = target / "weights"
-    save_model(plain, loaded.module, ModelConfig.model_validate(loaded.card["architecture"]), loaded.signature,
-               card)
+    save_model(plain, loaded.module, loaded.card.architecture, loaded.signature, loaded.card.provenance)
     validation = load_image_sets(splits_dir)[0]["validation"]
     outputs = reference_outputs(loaded.module, validation.images, loaded.signature.input_spec,
                                 config.monitor.reference_images)

@@ -3,6 +3,8 @@ import threading
 
 import httpx
 
+from aimass.serving.client import tensor_request
+
 
 class LabelledLoad:
     """Clients sending one image per request, each answered request labelled at once through
@@ -33,9 +35,8 @@ class LabelledLoad:
                 request_id = f"load-{number}-{sent}"
                 sent += 1
                 image = self.images[index:index + 1]
-                response = client.post(f"{self.url}/v2/models/{self.model}/infer", json={
-                    "id": request_id, "inputs": [{"name": "images", "shape": list(image.shape), "datatype": "UINT8",
-                                                  "data": image.ravel().tolist()}]})
+                response = client.post(f"{self.url}/v2/models/{self.model}/infer",
+                                       json=tensor_request(image, request_id))
                 self.answers.append((response.status_code, response.headers.get("x-model-version")))
                 if response.status_code == 200:
                     client.post(f"{self.url}/v2/models/{self.model}/feedback",

@@ -19,7 +19,7 @@ log = logging.getLogger("aimass.canary")
 class ActiveCanary:
     """The candidate a server routes to, as the release's current revision asks."""
 
-    model: object  # ServedModel of aimass/serving/repository.py
+    model: object  # ServedModel of aimass/serving/model.py
     weight: int  # percent of requests it answers; 0 in the shadow step
     shadow: bool
     step: int

@@ -40,14 +40,14 @@ def _canary(args: argparse.Namespace) -> int:
     from aimass.canary.analysis import open_metrics_reader
     from aimass.canary.controller import ABORTED_EXIT, abort_by_hand, plan_canary, run_canary, start_canary
     from aimass.canary.plan import PROMOTED, parse_steps
-    from aimass.cli import _load_config, _print_revision, _trigger
+    from aimass.cli.options import config_from_args, print_revision, trigger_from_args
     from aimass.registry import open_registry
     from aimass.releases import open_release_backend
 
-    config = _load_config(args, args.repo.resolve())
+    config = config_from_args(args, args.repo.resolve())
     backend = open_release_backend(config, open_registry(config))
     if args.abort:
-        _print_revision(abort_by_hand(backend, _trigger(args)))
+        print_revision(abort_by_hand(backend, trigger_from_args(args)))
         return 0
     if bool(args.version) == args.resume:
         raise AimassError("name the candidate VERSION, or --resume the running canary (or --abort it)")
@@ -60,7 +60,7 @@ def _canary(args: argparse.Namespace) -> int:
             raise AimassError("no canary is running, so there is nothing to resume: `aimass release status`")
     else:
         steps = parse_steps(args.steps) if args.steps else None
-        state = plan_canary(backend, open_registry(config), args.version, settings, _trigger(args), steps,
+        state = plan_canary(backend, open_registry(config), args.version, settings, trigger_from_args(args), steps,
                             args.shadow)
     read_metrics = open_metrics_reader(config)
     read_metrics()  # a controller that cannot see the servers must not start anything
@@ -70,7 +70,7 @@ def _canary(args: argparse.Namespace) -> int:
           f"{', '.join('shadow' if weight == 0 else f'{weight}%' for weight in state.weights)}, each at least "
           f"{settings.step_seconds:g} s and {settings.min_requests} requests", flush=True)
     try:
-        final = run_canary(backend, state, settings, read_metrics, _trigger(args),
+        final = run_canary(backend, state, settings, read_metrics, trigger_from_args(args),
                            lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print(f"stopped watching; the canary of {state.candidate_version} keeps serving at its current step: "

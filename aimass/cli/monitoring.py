@@ -50,10 +50,10 @@ def add_monitoring_commands(commands, wire) -> None:
 def _feedback_import(args: argparse.Namespace) -> int:
     from aimass.capture.feedback import import_feedback, read_feedback_file
     from aimass.capture.store import open_capture_store
-    from aimass.cli import _load_config
+    from aimass.cli.options import config_from_args
     from aimass.registry import open_registry, production_card
 
-    config = _load_config(args, args.repo.resolve())
+    config = config_from_args(args, args.repo.resolve())
     registry = open_registry(config)
     found = production_card(registry)
     if found is None:
@@ -61,7 +61,7 @@ def _feedback_import(args: argparse.Namespace) -> int:
                           "answers; deploy one first")
     items = read_feedback_file(args.file)
     store = open_capture_store(config, registry.model_name)
-    key = import_feedback(items, found[1]["class_names"], store)
+    key = import_feedback(items, found[1].class_names, store)
     print(f"imported {len(items)} labels ({sum(len(names) for _, names in items)} images) from {args.file} into "
           f"{store.store.description}/{key}")
     return 0
@@ -69,12 +69,12 @@ def _feedback_import(args: argparse.Namespace) -> int:
 
 def _monitor(args: argparse.Namespace) -> int:
     from aimass.capture.store import open_capture_store
-    from aimass.cli import _load_config
+    from aimass.cli.options import config_from_args
     from aimass.monitoring.report import build_monitor_report, parse_duration, read_capture, report_html
     from aimass.registry import open_registry
 
     repo = args.repo.resolve()
-    config = _cluster_monitor_config(args, repo) if args.cluster else _load_config(args, repo)
+    config = _cluster_monitor_config(args, repo) if args.cluster else config_from_args(args, repo)
     since_text = args.since or config.monitor.since
     since = time.time() - parse_duration(since_text)
     registry = open_registry(config)
@@ -149,7 +149,7 @@ def _retrain(args, config, repo, store, registry, read, report, since_text: str)
 
 def _submit_retraining(args, config, store, registry, read, report, reason: str) -> int:
     from aimass import kubeflow
-    from aimass.cli import _pipeline_package
+    from aimass.cli.cluster import pipeline_package
     from aimass.data.versions import fetch_data_version
     from aimass.monitoring.retrain import build_retraining_data, record_start
 
@@ -161,7 +161,7 @@ def _submit_retraining(args, config, store, registry, read, report, reason: str)
     commit = args.git_commit or production.lineage.get("git_commit", "unknown")
     run_name = f"aimass-monitor-{time.strftime('%Y%m%d-%H%M%S')}"
     client = kubeflow.connect(config.kubeflow)
-    with _pipeline_package(args, config) as package:
+    with pipeline_package(args, config) as package:
         run_id = kubeflow.submit(client, config.kubeflow, package, run_name, {
             "config_json": config.to_json(), "git_commit": commit, "data_version": data.data_md5,
             "trigger": "monitor", "trigger_reason": reason})
@@ -183,9 +183,9 @@ def _kfp_run_is_alive(config):
 
 
 def _cluster_monitor_config(args, repo: Path):
-    from aimass.cli import _cluster_config
+    from aimass.cli.cluster import cluster_config
 
-    return _cluster_config(args, repo)
+    return cluster_config(args, repo)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from aimass.config import ModelConfig
 from aimass.data.card import SplitsCard
 from aimass.data.preprocess import InputSpec, to_model_input
+from aimass.models.card import ModelCard
 
 # The head sees at most this grid of the last feature map: larger inputs are average-pooled down to it, so the
 # parameter count does not grow with the image size.
@@ -34,8 +35,8 @@ class Signature:
         return cls(InputSpec.from_dict(card.input_spec), tuple(card.class_names))
 
     @classmethod
-    def of_model_card(cls, card: dict) -> Signature:
-        return cls(InputSpec.from_dict(card["input"]), tuple(card["class_names"]))
+    def of_model_card(cls, card: ModelCard) -> Signature:
+        return cls(card.input_spec, tuple(card.class_names))
 
 
 class CNNClassifier(nn.Sequential):

@@ -16,7 +16,6 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -26,14 +25,14 @@ from aimass.models.architecture import Signature, build_classifier
 from aimass.config import ModelConfig
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import write_manifest
-from aimass.models.card import (CARD_FILE, CARD_FORMAT_VERSION, EXPORT_FORMAT, PROGRAM_FILE, SAFETENSORS_FORMAT,
-                                TRANSFORMERS_FORMAT, WEIGHTS_FILE, read_model_card)
+from aimass.models.card import (CARD_FILE, EXPORT_FORMAT, PROGRAM_FILE, SAFETENSORS_FORMAT, TRANSFORMERS_FORMAT,
+                                WEIGHTS_FILE, ModelCard, ModelProvenance, read_model_card)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     module: nn.Module
-    card: dict[str, Any]
+    card: ModelCard
 
     @property
     def signature(self) -> Signature:
@@ -41,21 +40,21 @@ class LoadedModel:
 
 
 def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, signature: Signature,
-               card: dict[str, Any]) -> dict:
+               provenance: ModelProvenance) -> dict:
     """Write a float model's weights, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     if not model_config.is_built_in:
         from aimass.models.huggingface import save_network
 
         save_network(module, directory, signature.input_spec)
-        return _write_card_and_manifest(directory, TRANSFORMERS_FORMAT, model_config, signature, card)
+        return _write_card_and_manifest(directory, TRANSFORMERS_FORMAT, model_config, signature, provenance)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
-    return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, signature, card)
+    return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, signature, provenance)
 
 
 def save_exported_model(directory: Path, program: torch.export.ExportedProgram, model_config: ModelConfig,
-                        signature: Signature, card: dict[str, Any]) -> dict:
+                        signature: Signature, provenance: ModelProvenance) -> dict:
     """Write an exported (e.g. int8-quantised) program, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     # The archive would otherwise embed the example inputs as a pickle, which torch.export.load unpickles without
@@ -63,20 +62,14 @@ def save_exported_model(directory: Path, program: torch.export.ExportedProgram, 
     program._example_inputs = None
     torch.export.save(program, str(directory / PROGRAM_FILE))
     _refuse_pickled_entries(directory / PROGRAM_FILE)  # fail at write time, not when a server loads it
-    return _write_card_and_manifest(directory, EXPORT_FORMAT, model_config, signature, card)
+    return _write_card_and_manifest(directory, EXPORT_FORMAT, model_config, signature, provenance)
 
 
 def _write_card_and_manifest(directory: Path, weights_format: str, model_config: ModelConfig,
-                             signature: Signature, card: dict[str, Any]) -> dict:
-    full_card = {
-        "format_version": CARD_FORMAT_VERSION,
-        "weights_format": weights_format,
-        "architecture": model_config.model_dump(mode="json"),
-        "input": signature.input_spec.to_dict(),
-        "class_names": list(signature.class_names),
-        **card,
-    }
-    (directory / CARD_FILE).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
+                             signature: Signature, provenance: ModelProvenance) -> dict:
+    card = ModelCard(**dict(provenance), weights_format=weights_format, architecture=model_config,
+                     input=signature.input_spec.to_dict(), class_names=signature.class_names)
+    (directory / CARD_FILE).write_text(card.to_json())
     return write_manifest(directory, {"kind": "aimass-model"})
 
 
@@ -88,16 +81,16 @@ def load_model(directory: Path) -> LoadedModel:
             entries that would need unpickling.
     """
     card = read_model_card(directory)
-    if card.get("weights_format", SAFETENSORS_FORMAT) == EXPORT_FORMAT:
+    if card.weights_format == EXPORT_FORMAT:
         _refuse_pickled_entries(directory / PROGRAM_FILE)
         import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops int8 graphs call
 
         return LoadedModel(_InferenceProgram(torch.export.load(str(directory / PROGRAM_FILE)).module()), card)
-    if card["weights_format"] == TRANSFORMERS_FORMAT:
+    if card.weights_format == TRANSFORMERS_FORMAT:
         from aimass.models.huggingface import load_network
 
         return LoadedModel(load_network(directory), card)
-    module = build_classifier(ModelConfig.model_validate(card["architecture"]), Signature.of_model_card(card))
+    module = build_classifier(card.architecture, Signature.of_model_card(card))
     module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     module.eval()
     return LoadedModel(module, card)

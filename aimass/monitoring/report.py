@@ -178,7 +178,8 @@ def build_monitor_report(config: AimassConfig, read: CaptureRead, registry, stor
 
 def _measure_version(config: AimassConfig, registry, version: str, records: list[CapturedRequest],
                      labels: dict[str, Label]) -> VersionReport:
-    from aimass.serving.repository import RegistryCache, load_served_model
+    from aimass.serving.cache import RegistryCache
+    from aimass.serving.model import load_served_model
 
     settings = config.serving.monitor
     try:

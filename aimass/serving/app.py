@@ -39,7 +39,9 @@ from aimass.serving.batcher import Predictor
 from aimass.serving.errors import ServingError
 from aimass.serving.metrics import ServerMetrics
 from aimass.serving.page import model_page_html
-from aimass.serving.repository import ModelHolder, ModelSource, ReleaseFollower
+from aimass.serving.holder import ModelHolder, ReleaseFollower
+from aimass.serving.sources import ModelSource
+from aimass.polling import poll_until
 
 TOKEN_ENV = "AIMASS_SERVING_TOKEN"
 JSON = "application/json"
@@ -388,11 +390,12 @@ def running_server(model_name: str, source: ModelSource, config: AimassConfig,
     sock = _bind(settings.host, 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="aimass-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+    def started() -> bool | None:
+        if not thread.is_alive():
             raise ServingError("the model server did not start; see the log above")
-        time.sleep(0.01)
+        return True if server.started else None
+
+    poll_until(started, 60, 0.01, lambda: ServingError("the model server did not start within 60 s; see the log above"))
     try:
         yield RunningServer(f"http://{settings.host}:{sock.getsockname()[1]}", app)
     finally:

@@ -9,7 +9,8 @@ import torch
 
 from aimass.config import ServingConfig
 from aimass.serving.metrics import ServerMetrics
-from aimass.serving.repository import ModelHolder, ServedModel
+from aimass.serving.holder import ModelHolder
+from aimass.serving.model import ServedModel
 
 
 class Predictor:

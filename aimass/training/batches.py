@@ -28,7 +28,7 @@ def batch_source(config: AimassConfig, train_set: ImageSet, device: torch.device
     """index tensor -> normalised input batch; applies the augmentation policy per batch when configured."""
     if not config.augment.on_the_fly:
         return plain_batches(train_set, device, spec)
-    from aimass.augmentation import PolicyAugmenter  # kornia, imported only by runs that augment
+    from aimass.augmentation.policy import PolicyAugmenter  # kornia, imported only by runs that augment
 
     rows = image_rows(train_set.images, device)
     augmenter = PolicyAugmenter(config.augment.policy).to(device)

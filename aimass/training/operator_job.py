@@ -11,12 +11,12 @@ cannot take back one restarted rank without elastic rendezvous), and the step fa
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from aimass.config import PROJECT_IMAGE, AimassConfig
 from aimass.errors import AimassError
 from aimass.lineage import Lineage
+from aimass.polling import poll_until
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 SHARED_MOUNT = "/shared"
@@ -93,19 +93,18 @@ def run_job(custom_objects, manifest: dict, poll_seconds: float = 10.0, timeout_
     except Exception as error:  # kubernetes.client.ApiException and transport errors
         raise TrainingJobError(f"the cluster refused PyTorchJob {namespace}/{name}: "
                                f"{getattr(error, 'body', None) or error} (is the training operator installed?)") from error
-    deadline = time.monotonic() + timeout_seconds
-    while True:
+
+    def finished() -> dict | None:
         job = custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"}
-        if "Succeeded" in conditions:
-            return job["status"]
         if "Failed" in conditions:
             failed = conditions["Failed"]
             raise TrainingJobError(f"PyTorchJob {namespace}/{name} failed: {failed.get('reason', '')}: "
                                    f"{failed.get('message', '')}")
-        if time.monotonic() > deadline:
-            raise TrainingJobError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_seconds:.0f} s")
-        time.sleep(poll_seconds)
+        return job["status"] if "Succeeded" in conditions else None
+
+    return poll_until(finished, timeout_seconds, poll_seconds, lambda: TrainingJobError(
+        f"PyTorchJob {namespace}/{name} did not finish within {timeout_seconds:.0f} s"))
 
 
 def train_on_nodes(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Lineage,

@@ -14,6 +14,7 @@ from aimass.data.profile import PROFILE_FILE
 from aimass.lineage import Lineage
 from aimass.models.architecture import Signature
 from aimass.models.artifact import save_model
+from aimass.models.card import DatasetRecord, ModelProvenance
 from aimass.training.loop import TrainResult, train_classifier
 from aimass.training.ranks import Ranks
 
@@ -49,14 +50,14 @@ def train(config: AimassConfig, splits_dir: Path, model_dir: Path, lineage: Line
                                      ranks=ranks)
     if ranks is not None and not ranks.is_first:
         return result  # only rank 0 writes the model
-    save_model(model_dir, model, config.model, signature, card={
-        "dataset": {"name": data.name, "data_md5": data.data_md5, "counts": data.counts,
-                    "recommended_gate": data.recommended_gate},
+    save_model(model_dir, model, config.model, signature, ModelProvenance(
+        dataset=DatasetRecord(name=data.name, data_md5=data.data_md5, counts=data.counts,
+                              recommended_gate=data.recommended_gate),
         # The training split's statistics: the next data version's drift is measured against them.
-        "data_profile": json.loads((splits_dir / PROFILE_FILE).read_text())["train"],
-        "lineage": {**lineage.to_dict(),
-                    **({"base_checkpoint": result.base_checkpoint} if result.base_checkpoint else {})},
-        "training": result.to_dict(),
-        "config": config.model_dump(mode="json"),
-    })
+        data_profile=json.loads((splits_dir / PROFILE_FILE).read_text())["train"],
+        lineage={**lineage.to_dict(),
+                 **({"base_checkpoint": result.base_checkpoint} if result.base_checkpoint else {})},
+        training=result.to_dict(),
+        config=config.model_dump(mode="json"),
+    ))
     return result

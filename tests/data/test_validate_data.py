@@ -6,8 +6,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from aimass.components.ingest import describe_splits
-from aimass.components.validate_data import raise_for_failures, validate_data
+from aimass.ingestion.stage import describe_splits
+from aimass.validation.report import raise_for_failures
+from aimass.validation.stage import validate_data
 from aimass.config import load_config
 from aimass.data.card import SPLITS, SplitsCard
 from aimass.errors import DataValidationError

@@ -12,6 +12,7 @@ from aimass.config import load_config
 from aimass.object_store import ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE
 from aimass.registry import open_registry
 from aimass.releases import HelmReleaseBackend, chart_directory, open_release_backend
+from aimass.serving.client import tensor_request
 from conftest import free_port, moto_s3_server
 from k8s.k8s_render import render_chart
 from kube_play import (create_secret, host_network_deployment, play, readiness_path, server_container, stop,
@@ -64,9 +65,8 @@ def current_deployment(config, registry, releases, folder) -> dict:
 
 
 def served_version(base_url: str, shape: list[int]) -> str:
-    body = {"inputs": [{"name": "images", "shape": [1, *shape], "datatype": "UINT8",
-                        "data": np.zeros(int(np.prod(shape)), dtype=int).tolist()}]}
-    response = httpx.post(f"{base_url}/v2/models/{MODEL}/infer", json=body, timeout=60)
+    blank = tensor_request(np.zeros((1, *shape), dtype=np.uint8))
+    response = httpx.post(f"{base_url}/v2/models/{MODEL}/infer", json=blank, timeout=60)
     assert response.status_code == 200, response.text
     return response.json()["model_version"]
 

@@ -17,6 +17,7 @@ from aimass.config import load_config
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 from aimass.serving import ReleaseSource, running_server
+from aimass.serving.client import tensor_request
 
 MODEL = "fashion-mnist"
 
@@ -118,9 +119,8 @@ def test_a_wrong_candidate_aborted_at_a_weighted_step_fails_no_request_and_leave
         final, lines, load = walk(config, registry, backend, server, "v2", test_images, steps=(50, 100),
                                   shadow_first=False)
         assert wait_for(lambda: server.holder.canary is None)
-        after = [httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json={
-            "id": f"after-{n}", "inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",
-                                            "data": test_images[0][n].ravel().tolist()}]}) for n in range(40)]
+        after = [httpx.post(f"{server.url}/v2/models/{MODEL}/infer",
+                            json=tensor_request(test_images[0][n:n + 1], f"after-{n}")) for n in range(40)]
     assert final.outcome == ABORTED and lines[0].startswith("step 1/2 (weight 50%)")
     assert "v2" in {version for _, version in load.answers}  # it did answer, wrongly, at 50%
     assert load.failures() == []
@@ -139,8 +139,7 @@ def test_the_candidate_answers_the_share_of_requests_its_weight_says(tmp_path, m
                         shadow_first=False)
     start_canary(backend, state)
     image = test_images[0][:1]
-    body = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8",
-                        "data": image.ravel().tolist()}]}
+    body = tensor_request(image)
     with running_server(MODEL, ReleaseSource(config), config) as server, httpx.Client() as client:
         versions = Counter(client.post(f"{server.url}/v2/models/{MODEL}/infer",
                                        json={**body, "id": f"share-{n}"}).headers["x-model-version"]
@@ -312,8 +311,7 @@ def test_through_prometheus_the_controller_sees_the_same_window_as_on_the_server
             assert routing_reported(before, state)
             image = test_images[0][:1]
             for n in range(200):
-                httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json={"id": f"p-{n}", "inputs": [{
-                    "name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": image.ravel().tolist()}]})
+                httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=tensor_request(image, f"p-{n}"))
             server.shadow.drain()
             own = read_server_metrics(server.url)
             assert wait_for_scrape(prometheus, "sum(aimass_model_requests_total)", 200) == 200

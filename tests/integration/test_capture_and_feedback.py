@@ -18,6 +18,7 @@ from aimass.config import load_config
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 from aimass.serving import ReleaseSource, running_server
+from aimass.serving.client import encoded_request, tensor_request
 
 MODEL = "fashion-mnist"
 TOKEN = "capture-test-token-not-a-secret"
@@ -54,11 +55,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def infer(url, images, request_id=None, headers=None):
-    body = {"inputs": [{"name": "images", "shape": list(images.shape), "datatype": "UINT8",
-                        "data": images.ravel().tolist()}]}
-    if request_id is not None:
-        body["id"] = request_id
-    return httpx.post(f"{url}/v2/models/{MODEL}/infer", json=body, headers={**AUTH, **(headers or {})})
+    return httpx.post(f"{url}/v2/models/{MODEL}/infer", json=tensor_request(images, request_id),
+                      headers={**AUTH, **(headers or {})})
 
 
 def feedback(url, body, headers=AUTH):
@@ -113,8 +111,7 @@ def test_a_request_id_that_cannot_serve_as_one_gets_400(server, test_images):
 def test_a_captured_request_holds_its_input_as_received_its_answer_and_no_credentials(config, test_images):
     png = io.BytesIO()
     Image.fromarray(test_images[0][0, 0]).save(png, format="PNG")
-    body = {"id": "with-a-file", "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                             "data": [base64.b64encode(png.getvalue()).decode()]}]}
+    body = encoded_request([png.getvalue()], request_id="with-a-file")
     with running_server(MODEL, ReleaseSource(config), config, token=TOKEN) as running:
         answer = httpx.post(f"{running.url}/v2/models/{MODEL}/infer", json=body, headers=AUTH).json()
         infer(running.url, test_images[0][:3], request_id="with-a-tensor")

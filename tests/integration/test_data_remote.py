@@ -83,7 +83,7 @@ def test_the_cli_pushes_and_pulls(data_repo, remote, tmp_path, capsys):
 
 
 def test_ingest_given_a_data_version_pulls_it_from_the_remote_as_a_pod_would(data_repo, remote, tmp_path):
-    from aimass.components.ingest import ingest
+    from aimass.ingestion.stage import ingest
     from aimass.data.arrays import load_image_sets
 
     push_data(data_repo, load_config("tiny", remote).data)

@@ -1,6 +1,8 @@
 """The deploy stage: push, release, smoke-test the served model over HTTP, and undo the release on failure."""
 import pytest
-from aimass.components.deploy import PRODUCTION_ALIAS, DeployError, SmokeTest, _smoke_failures, deploy
+from aimass.deployment.stage import PRODUCTION_ALIAS, deploy
+from aimass.errors import DeployError
+from aimass.gates import smoke_test_failures
 
 from aimass.config import load_config
 from aimass.errors import AimassError
@@ -70,10 +72,9 @@ def test_an_endpoint_that_never_serves_the_new_version_fails_the_deploy(config, 
 
 
 def test_a_served_model_that_answers_otherwise_than_the_blessed_one_fails_the_smoke_test():
-    smoke = SmokeTest(url="http://x", served_version="v2", images=200, accuracy=0.9, agreement=0.6,
-                      failed_requests=[], sample=[])
-    assert _smoke_failures(smoke) == ["the served model answers 200 held-out images as the blessed model does for "
-                                      "only 60.00% (at least 99% expected): it is not the model that passed the gate"]
+    assert smoke_test_failures(images=200, agreement=0.6, failed_requests=[]) == [
+        "the served model answers 200 held-out images as the blessed model does for only 60.00% (at least 99% "
+        "expected): it is not the model that passed the gate"]
 
 
 # ---- deploy.strategy ----

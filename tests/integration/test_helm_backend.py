@@ -268,7 +268,7 @@ def served_release(settings):
 
 def test_the_deploy_step_releases_through_helm_and_smoke_tests_the_served_model(served_release, helm, tiny_teacher,
                                                                                 tiny_splits_dir):
-    from aimass.components.deploy import deploy
+    from aimass.deployment.stage import deploy
 
     outcome = deploy(served_release, tiny_teacher[0], tiny_splits_dir, {"accuracy": 0.7}, "pipeline run r-1")
     assert (outcome.revision.revision, outcome.smoke.served_version) == (1, "v1")
@@ -277,7 +277,8 @@ def test_the_deploy_step_releases_through_helm_and_smoke_tests_the_served_model(
 
 def test_a_deploy_step_whose_model_fails_the_smoke_test_runs_helm_rollback(served_release, helm, tiny_teacher,
                                                                            tiny_splits_dir):
-    from aimass.components.deploy import DeployError, deploy
+    from aimass.deployment.stage import deploy
+    from aimass.errors import DeployError
 
     from conftest import free_port
 

@@ -1,8 +1,6 @@
 """`aimass monitor` reads back what every replica captured, says in its last line whether anything breached, and with
 --retrain answers a breach with a validated retraining on the labelled captured images, once per cooldown."""
 import json
-import os
-import shutil
 
 import httpx
 import numpy as np
@@ -16,6 +14,7 @@ from aimass.config import load_config
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 from aimass.serving import ReleaseSource, running_server
+from aimass.serving.client import tensor_request
 
 MODEL = "fashion-mnist"
 
@@ -26,8 +25,7 @@ def serve_and_send(config, images, labels=None, prefix="req", batch=50):
         names = running.holder.current.class_names
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
-            body = {"id": f"{prefix}-{start}", "inputs": [{"name": "images", "shape": list(chunk.shape),
-                                                           "datatype": "UINT8", "data": chunk.ravel().tolist()}]}
+            body = tensor_request(chunk, request_id=f"{prefix}-{start}")
             assert httpx.post(f"{running.url}/v2/models/{MODEL}/infer", json=body).status_code == 200
             if labels is not None:
                 answer = httpx.post(f"{running.url}/v2/models/{MODEL}/feedback", json={

@@ -14,6 +14,7 @@ from aimass.data.importing import import_dataset
 from aimass.data.versions import pinned_data_md5, track_data
 from aimass.models.artifact import load_model
 from aimass.pipelines.local_run import run_pipeline_locally
+from aimass.serving.client import encoded_request, tensor_request
 from conftest import init_dvc_repo, save_tiny_resnet
 
 pytestmark = pytest.mark.slow
@@ -42,15 +43,15 @@ def test_the_blessed_model_is_the_one_evaluate_chose(successful_run):
     assert blessed["metadata"]["chosen"] == chosen
     expected_format = "safetensors" if chosen in ("teacher", "prune_unstructured", "prune_channels", "distill") \
         else "torch-export"
-    assert load_model(Path(blessed["uri"])).card["weights_format"] == expected_format
+    assert load_model(Path(blessed["uri"])).card.weights_format == expected_format
 
 
 def test_blessed_model_loads_and_records_data_code_and_run(successful_run, data_repo):
     blessed = successful_run.artifact("bless-model", "blessed")
     card = load_model(Path(blessed["uri"])).card
-    assert card["lineage"]["data_md5"] == pinned_data_md5(data_repo)
-    assert card["lineage"]["git_commit"] == "abc123"
-    assert card["lineage"]["run_name"].startswith("aimass-training-")
+    assert card.lineage["data_md5"] == pinned_data_md5(data_repo)
+    assert card.lineage["git_commit"] == "abc123"
+    assert card.lineage["run_name"].startswith("aimass-training-")
 
 
 def test_evaluation_metrics_and_confusion_matrix_are_logged(successful_run):
@@ -87,8 +88,8 @@ def test_the_run_ends_with_a_deployed_answering_model(successful_run, tiny_confi
     assert revision.triggered_by.startswith("pipeline run aimass-training-")
     source = ReleaseSource(tiny_config, "fashion-mnist")
     with running_server(registry.model_name, source, tiny_config) as server:
-        image = {"name": "images", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
-        answer = httpx.post(f"{server.url}/v2/models/{registry.model_name}/infer", json={"inputs": [image]}).json()
+        blank = tensor_request(np.zeros((1, 1, 28, 28), dtype=np.uint8))
+        answer = httpx.post(f"{server.url}/v2/models/{registry.model_name}/infer", json=blank).json()
     assert answer["model_version"] == revision.model_version
     assert answer["outputs"][0]["name"] == "label" and answer["outputs"][0]["data"][0] in FASHION_CLASSES
 
@@ -197,20 +198,18 @@ def test_a_folder_of_images_becomes_a_deployed_model_that_answers_with_its_class
     result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
     assert result.succeeded, result.failed_step
     card = load_model(Path(result.artifact("bless-model", "blessed")["uri"])).card
-    assert card["class_names"] == [str(k) for k in range(10)] and card["dataset"]["name"] == "digits"
-    assert card["input"]["channels"] == 3 and card["input"]["height"] == 16
+    assert card.class_names == tuple(str(k) for k in range(10)) and card.dataset.name == "digits"
+    assert card.input_spec.channels == 3 and card.input_spec.height == 16
     registry = open_registry(config, "digits")
     with running_server("digits", ReleaseSource(config, "digits"), config) as server:
-        image = {"name": "images", "shape": [1, 3, 16, 16], "datatype": "UINT8", "data": [0] * 768}
-        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
+        blank = tensor_request(np.zeros((1, 3, 16, 16), dtype=np.uint8))
+        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json=blank).json()
     assert answer["model_version"] == registry.resolve("production")
-    assert answer["outputs"][0]["data"][0] in card["class_names"]
+    assert answer["outputs"][0]["data"][0] in card.class_names
 
 
 def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class_of_an_uploaded_image(
         digits_folder, tmp_path):
-    import base64
-
     import httpx
 
     from aimass.serving import ReleaseSource, running_server
@@ -223,13 +222,12 @@ def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class
     result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
     assert result.succeeded, result.failed_step
     card = load_model(Path(result.artifact("bless-model", "blessed")["uri"])).card
-    assert card["lineage"]["base_checkpoint"]["source"] == f"hf:{checkpoint}"
-    assert (card["input"]["height"], card["input"]["mean"]) == (24, [0.5, 0.4, 0.3])
+    assert card.lineage["base_checkpoint"]["source"] == f"hf:{checkpoint}"
+    assert (card.input_spec.height, list(card.input_spec.mean)) == (24, [0.5, 0.4, 0.3])
     upload = next((repo / "data" / "images").rglob("*.jpg")).read_bytes()
     with running_server("digits", ReleaseSource(config, "digits"), config) as server:
-        image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(upload).decode()]}
-        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json={"inputs": [image]}).json()
-    assert answer["outputs"][0]["data"][0] in card["class_names"]
+        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json=encoded_request([upload])).json()
+    assert answer["outputs"][0]["data"][0] in card.class_names
 
 
 def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_path):
@@ -259,9 +257,9 @@ def test_the_search_ran_every_grid_trial_and_the_model_trained_on_its_choice(suc
     trials = Path(successful_run.artifact("hpo-select", "trials")["uri"]).read_text()
     assert trials.startswith("# Hyper-parameter search (grid, 4 trials)") and "**best**" in trials
     card = load_model(Path(successful_run.artifact("train", "model")["uri"])).card
-    assert json.loads(card["lineage"]["hyperparameters"]) == chosen
-    assert card["config"]["train"]["learning_rate"] == chosen["train.learning_rate"]
-    assert card["config"]["model"]["dropout"] == chosen["model.dropout"]
+    assert json.loads(card.lineage["hyperparameters"]) == chosen
+    assert card.config["train"]["learning_rate"] == chosen["train.learning_rate"]
+    assert card.config["model"]["dropout"] == chosen["model.dropout"]
 
 
 def test_a_run_leaves_print_as_it_found_it(successful_run, capsys):

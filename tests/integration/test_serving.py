@@ -21,6 +21,7 @@ from aimass.object_store import ObjectStoreError
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 from aimass.serving import ReleaseSource, load_served_model, running_server
+from aimass.serving.client import tensor_request
 
 MODEL = "fashion-mnist-classifier"
 TOKEN = "test-token-not-a-secret"
@@ -59,8 +60,7 @@ def test_images(tiny_splits_dir):
 
 
 def infer_json(images: np.ndarray) -> dict:
-    return {"inputs": [{"name": "images", "shape": list(images.shape), "datatype": "UINT8",
-                        "data": images.ravel().tolist()}]}
+    return tensor_request(images)
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -261,7 +261,7 @@ def test_a_corrupted_artifact_is_refused_and_the_previous_version_keeps_serving(
 
 def test_a_stopped_object_store_fails_the_deploy_and_serving_continues(tmp_path, tiny_teacher, tiny_splits_dir,
                                                                        test_images, monkeypatch):
-    from aimass.components.deploy import deploy
+    from aimass.deployment.stage import deploy
     from moto.server import ThreadedMotoServer
 
     monkeypatch.setenv("AIMASS_S3_ACCESS_KEY", "test-access")

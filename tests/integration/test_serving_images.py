@@ -15,6 +15,7 @@ from aimass.data.arrays import load_image_sets
 from aimass.registry import open_registry
 from aimass.releases import open_release_backend
 from aimass.serving import ReleaseSource, running_server
+from aimass.serving.client import encoded_request, tensor_request
 
 MODEL = "fashion-mnist"
 
@@ -49,8 +50,7 @@ def encoded(pixels: np.ndarray, image_format: str = "PNG", size: int | None = No
 
 
 def v2_json(files: list[bytes], **extra) -> dict:
-    return {"inputs": [{"name": "image", "shape": [len(files)], "datatype": "BYTES",
-                        "data": [base64.b64encode(f).decode() for f in files]}], **extra}
+    return {**encoded_request(files), **extra}
 
 
 def infer(server, body: dict) -> httpx.Response:
@@ -63,9 +63,7 @@ def outputs(response: httpx.Response) -> dict:
 
 
 def tensor_labels(server, images: np.ndarray) -> list[str]:
-    body = {"inputs": [{"name": "images", "shape": list(images.shape), "datatype": "UINT8",
-                        "data": images.ravel().tolist()}]}
-    return outputs(infer(server, body))["label"]
+    return outputs(infer(server, tensor_request(images)))["label"]
 
 
 def test_png_files_get_the_same_class_names_as_the_preprocessed_tensors(server, test_split):

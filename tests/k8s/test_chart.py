@@ -163,7 +163,7 @@ def test_notes_tell_how_to_call_the_endpoint():
                         "aimass-serving", "-f", str(CPU_VALUES))
     assert finished.returncode == 0, finished.stderr
     notes = finished.stdout.split("NOTES:", 1)[1]
-    assert "http://aimass-serving.aimass-serving.svc:8080/v2/models/fashion-mnist-classifier/infer" in notes
+    assert "http://aimass-serving.aimass-serving.svc:8080/v2/models/fashion-mnist/infer" in notes
     assert "port-forward svc/aimass-serving" in notes and "get secret aimass-serving-token" in notes
 
 
@@ -199,10 +199,12 @@ def test_the_default_values_alone_are_refused_until_a_model_is_given():
 
 def parsed_command(args: list[str]):
     """The configuration an `aimass` command line in the chart resolves to, through the real parser."""
-    from aimass.cli import _build_parser, _cluster_config, _load_config
+    from aimass.cli import build_parser
+    from aimass.cli.cluster import cluster_config
+    from aimass.cli.options import config_from_args
 
-    parsed = _build_parser().parse_args(args)
-    return parsed, (_cluster_config(parsed) if getattr(parsed, "cluster", False) else _load_config(parsed))
+    parsed = build_parser().parse_args(args)
+    return parsed, (cluster_config(parsed) if getattr(parsed, "cluster", False) else config_from_args(parsed))
 
 
 def test_every_pod_captures_a_tenth_of_its_requests_into_a_bucket_named_after_the_release():
@@ -221,7 +223,7 @@ def test_the_monitor_cronjob_runs_aimass_monitor_retrain_on_the_cluster_as_the_m
     assert (parsed.handler.__name__, parsed.retrain, parsed.cluster) == ("_monitor", True, True)
     assert config.serving.capture.uri == server_config_capture_uri(objects)
     assert (config.registry.backend, config.release.backend) == ("s3", "helm")
-    assert config.registry.model_name == "fashion-mnist-classifier"
+    assert config.registry.model_name == "fashion-mnist"
     for variable in pod["containers"][0]["env"]:
         if variable["name"].startswith("AIMASS_S3_"):
             assert "value" not in variable and variable["valueFrom"]["secretKeyRef"]["name"] == \

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from aimass.augmentation import augment_images
-from aimass.components.augment import augment, expand_training_set
+from aimass.augmentation.policy import augment_images
+from aimass.augmentation.stage import augment, expand_training_set
 from aimass.config import AugmentPolicy, load_config
 from aimass.data.arrays import ImageSet, load_image_sets
 from aimass.errors import ConfigError

@@ -6,17 +6,25 @@ import pytest
 import torch
 
 from aimass.models.architecture import build_classifier, predict_probabilities
-from aimass.components.compress import (
-    DYNAMIC_INT8_BACKEND, _dynamic_int8, compress, distillation_loss, prunable_layers,
-    prune_channels, prune_unstructured, quantize_int8, read_profiles)
+from aimass.compression.distillation import distillation_loss
+from aimass.compression.profiles import read_profiles
+from aimass.compression.pruning import prunable_layers, prune_channels, prune_unstructured
+from aimass.compression.quantization import DYNAMIC_INT8_BACKEND, _dynamic_int8, quantize_int8
+from aimass.compression.stage import compress
 from aimass.config import ModelConfig, load_config
 from aimass.data.arrays import load_image_sets
 from aimass.errors import ArtifactIntegrityError, ConfigError
 from aimass.integrity import write_manifest
 from aimass.data.preprocess import to_model_input
 from aimass.models.artifact import load_model, save_exported_model
-from aimass.models.card import PROGRAM_FILE
+from aimass.models.card import (EXPORT_FORMAT, PROGRAM_FILE, CompressionRecord, DatasetRecord, ModelCard,
+                                ModelProvenance)
 from conftest import FORBID_UNPICKLING, GREY_28_TEN_CLASSES
+
+
+def quantized_provenance(backend: str) -> ModelProvenance:
+    return ModelProvenance(dataset=DatasetRecord(name="test", data_md5="0" * 32),
+                           compression=CompressionRecord(method="quantize_int8", backend=backend))
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +32,17 @@ def test_images(tiny_splits_dir):
     return load_image_sets(tiny_splits_dir)[0]["test"].images
 
 
+def quantized_provenance(backend: str) -> ModelProvenance:
+    return ModelProvenance(dataset=DatasetRecord(name="test", data_md5="0" * 32),
+                           compression=CompressionRecord(method="quantize_int8", backend=backend))
+
+
 @pytest.fixture(scope="module")
 def int8_teacher_dir(tiny_teacher, test_images, tiny_signature, tmp_path_factory):
     teacher = load_model(tiny_teacher[0]).module
     program, backend = quantize_int8(teacher, to_model_input(test_images[:128], tiny_signature.input_spec))
     directory = tmp_path_factory.mktemp("int8")
-    save_exported_model(directory, program, ModelConfig(), tiny_signature, {"compression": {"backend": backend}})
+    save_exported_model(directory, program, ModelConfig(), tiny_signature, quantized_provenance(backend))
     return directory
 
 
@@ -58,7 +71,7 @@ def test_int8_model_agrees_with_the_float_model_on_most_test_images(tiny_teacher
 
 def test_static_int8_is_recorded_as_its_backend_and_stores_int8_weights(int8_teacher_dir):
     card = load_model(int8_teacher_dir).card
-    assert card["compression"]["backend"] == "pt2e-x86-inductor-static-int8"
+    assert card.compression.backend == "pt2e-x86-inductor-static-int8"
     assert (int8_teacher_dir / PROGRAM_FILE).stat().st_size < 0.3 * 1_701_578 * 4  # fp32 would be 6.8 MB
 
 
@@ -86,7 +99,9 @@ def test_int8_artifact_reloads_in_a_fresh_process_without_pickle(int8_teacher_di
 def test_an_export_archive_with_pickled_example_inputs_is_refused(tmp_path):
     model = build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).eval()
     torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 28, 28),)), str(tmp_path / PROGRAM_FILE))
-    (tmp_path / "model.json").write_text('{"format_version": 2, "weights_format": "torch-export", "lineage": {}}')
+    card = ModelCard(**dict(quantized_provenance("float32")), weights_format=EXPORT_FORMAT, architecture=ModelConfig(),
+                     input=GREY_28_TEN_CLASSES.input_spec.to_dict(), class_names=GREY_28_TEN_CLASSES.class_names)
+    (tmp_path / "model.json").write_text(card.to_json())
     write_manifest(tmp_path, {})
     with pytest.raises(ArtifactIntegrityError, match="pickled example inputs"):
         load_model(tmp_path)
@@ -96,7 +111,7 @@ def test_dynamic_int8_saves_without_pickle_and_reloads(tmp_path):
     model = build_classifier(ModelConfig(), GREY_28_TEN_CLASSES).eval()
     program = _dynamic_int8(model, torch.zeros(2, 1, 28, 28))
     save_exported_model(tmp_path, program, ModelConfig(), GREY_28_TEN_CLASSES,
-                        {"compression": {"backend": DYNAMIC_INT8_BACKEND}})
+                        quantized_provenance(DYNAMIC_INT8_BACKEND))
     reloaded = load_model(tmp_path).module
     inputs = torch.randn(4, 1, 28, 28)
     assert torch.allclose(reloaded(inputs), model(inputs), atol=0.05)
@@ -112,6 +127,11 @@ def test_distillation_loss_is_zero_when_the_student_copies_the_teacher():
     teacher_logits = torch.randn(8, 10)
     loss = distillation_loss(teacher_logits, temperature=2.0, soft_weight=1.0)
     assert loss(teacher_logits.clone(), torch.zeros(8, dtype=torch.long), torch.arange(8)).abs() < 1e-6
+
+
+def quantized_provenance(backend: str) -> ModelProvenance:
+    return ModelProvenance(dataset=DatasetRecord(name="test", data_md5="0" * 32),
+                           compression=CompressionRecord(method="quantize_int8", backend=backend))
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +199,13 @@ def test_a_process_loading_model_after_model_keeps_compiling_each_one(int8_teach
 
 def test_a_failing_technique_is_reported_with_its_reason_and_the_others_go_on(tiny_config, tiny_teacher,
                                                                              tiny_splits_dir, tmp_path, monkeypatch):
-    from aimass.components import compress as stage
-    from aimass.components.compress import read_failures
+    from aimass.compression import quantization
+    from aimass.compression.profiles import read_failures
 
     def refuse(model, calibration):
         raise RuntimeError("torch.export cannot capture this model\nmore detail")
 
-    monkeypatch.setattr(stage, "_static_int8", refuse)  # stands in for a model the PT2E flow cannot export
+    monkeypatch.setattr(quantization, "_static_int8", refuse)  # stands in for a model the PT2E flow cannot export
     config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}",
                                   "compress.methods=[quantize_int8,quantize_dynamic_int8]"])
     profiles = compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
@@ -196,8 +216,8 @@ def test_a_failing_technique_is_reported_with_its_reason_and_the_others_go_on(ti
 
 
 def test_the_gate_lists_a_failed_candidate_with_its_reason():
-    from aimass.components.evaluate import choose_candidate
-    from aimass.components.compress import ModelProfile
+    from aimass.gates import choose_candidate
+    from aimass.compression.profiles import ModelProfile
     from aimass.config import GateConfig
 
     teacher = ModelProfile("teacher", "float32", 10, 10, 1000, 0.9, 1.0, 2.0, 100.0, "eager")

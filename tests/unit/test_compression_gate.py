@@ -1,6 +1,6 @@
 """The compression-aware choice: the smallest candidate within every limit, else the teacher, with reasons."""
-from aimass.components.compress import ModelProfile
-from aimass.components.evaluate import choose_candidate
+from aimass.compression.profiles import ModelProfile
+from aimass.gates import choose_candidate
 from aimass.config import GateConfig
 
 GATE = GateConfig(max_accuracy_drop=0.005, min_size_ratio=4.0, max_latency_ratio=1.0)

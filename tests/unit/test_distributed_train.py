@@ -43,7 +43,7 @@ def test_two_gloo_processes_train_as_well_as_one_on_disjoint_shards(tiny_config,
     per_rank = double.distributed["images_per_rank_first_epoch"]
     train_images = len(load_image_sets(tiny_splits_dir)[0]["train"])
     assert per_rank[0] == per_rank[1] and sum(per_rank) == train_images // 64 * 64  # global batch 64, tail dropped
-    assert load_model(tmp_path / "two").card["training"]["distributed"]["world_size"] == 2  # rank 0 wrote it
+    assert load_model(tmp_path / "two").card.training["distributed"]["world_size"] == 2  # rank 0 wrote it
 
 
 def _kill_rank_one_when_training(stop: threading.Event, killed: list[int]) -> None:

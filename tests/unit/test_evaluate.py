@@ -1,7 +1,8 @@
 import numpy as np
 
-from aimass.components.evaluate import (Evaluation, GateBaselines, decide_gate, evaluate, majority_baseline,
-                                        score_predictions)
+from aimass.evaluation.metrics import Evaluation, score_predictions
+from aimass.evaluation.stage import evaluate
+from aimass.gates import GateBaselines, decide_gate, majority_baseline
 from aimass.config import GateConfig, load_config
 
 
@@ -83,11 +84,12 @@ def test_a_model_at_exactly_the_threshold_passes():
     assert decide_gate(evaluation(0.9, 0.9), GateConfig(min_accuracy=0.9, min_macro_f1=0.9), NO_PRODUCTION).passed
 
 
-def test_evaluate_scores_the_chosen_model_and_explains_the_choice(tiny_config, tiny_teacher, tiny_splits_dir,
-                                                                  tmp_path):
-    from aimass.components.compress import compress
+def test_evaluate_scores_the_chosen_model_and_explains_the_choice(tiny_teacher, tiny_splits_dir, tmp_path):
+    from aimass.compression.stage import compress
 
-    config = load_config("tiny", [f"data.repo_dir={tiny_config.data.repo_dir}", "compress.methods=[quantize_int8]",
+    # A repository of its own: the shared one's registry holds whatever the session's DAG runs deployed, and a
+    # production model there would be a baseline this test does not mean to compare with.
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "compress.methods=[quantize_int8]",
                                   "gate.min_size_ratio=3", "gate.max_latency_ratio=100"])
     compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
     outcome = evaluate(config, tiny_teacher[0], tmp_path / "candidates", tiny_splits_dir)

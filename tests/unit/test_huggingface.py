@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aimass.components.compress import compress, read_failures, read_profiles
-from aimass.components.ingest import ingest
+from aimass.compression.profiles import read_failures, read_profiles
+from aimass.compression.stage import compress
+from aimass.ingestion.stage import ingest
 from aimass.training.loop import train_classifier
 from aimass.training.stage import train
 from aimass.config import load_config
@@ -104,7 +105,7 @@ def test_the_head_is_replaced_for_the_data_sets_classes(hf_model):
 
 
 def test_the_model_card_names_the_exact_pretrained_files_by_sha256(hf_model, checkpoint):
-    base = load_model(hf_model).card["lineage"]["base_checkpoint"]
+    base = load_model(hf_model).card.lineage["base_checkpoint"]
     assert base["source"] == f"hf:{checkpoint}" and base["pretrained"] is True
     assert base["files"]["model.safetensors"] == sha256_file(checkpoint / "model.safetensors")
     assert set(base["files"]) == {"config.json", "model.safetensors", "preprocessor_config.json"}
@@ -208,7 +209,7 @@ def test_the_distillation_student_can_be_a_hugging_face_config(hf_config, hf_mod
 
 
 def test_channel_pruning_removes_whole_attention_heads_of_a_vision_transformer():
-    from aimass.components.compress import prune_channels
+    from aimass.compression.pruning import prune_channels
     from aimass.data.preprocess import InputSpec
 
     config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,

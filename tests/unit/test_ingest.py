@@ -4,7 +4,8 @@ import shutil
 import numpy as np
 import pytest
 
-from aimass.components.ingest import ingest, plan_splits
+from aimass.data.splits import plan_splits
+from aimass.ingestion.stage import ingest
 from aimass.config import load_config
 from aimass.data.arrays import load_image_sets
 from aimass.data.card import SplitsCard

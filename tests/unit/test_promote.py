@@ -1,10 +1,9 @@
 """bless: the gate's choice, verified, becomes the blessed artifact; nothing is blessed from altered files."""
-import json
 import shutil
 
 import pytest
 
-from aimass.components.promote import bless
+from aimass.evaluation.blessing import bless
 from aimass.errors import ArtifactIntegrityError
 from aimass.models.card import CARD_FILE, TEACHER, WEIGHTS_FILE
 
@@ -16,7 +15,7 @@ def teacher_copy(tiny_teacher, tmp_path):
 
 def test_the_chosen_teacher_is_copied_whole_and_its_card_returned(teacher_copy, tmp_path):
     card = bless(teacher_copy, tmp_path / "candidates", TEACHER, tmp_path / "blessed")
-    assert card == json.loads((teacher_copy / CARD_FILE).read_text())
+    assert card.to_json() == (teacher_copy / CARD_FILE).read_text()  # the card as written, read back whole
     assert sorted(path.name for path in (tmp_path / "blessed").iterdir()) == sorted(
         path.name for path in teacher_copy.iterdir())
 

@@ -6,9 +6,22 @@ import sys
 
 import pytest
 
+# What a step's process imports: the component's module, then (in the component's body) the library module that
+# does the stage's work.
+STAGE_MODULES = {
+    "ingest": "aimass.ingestion.stage",
+    "validate_data": "aimass.validation.stage",
+    "augment": "aimass.augmentation.stage",
+    "train": "aimass.training.stage",
+    "compress": "aimass.compression.stage",
+    "evaluate": "aimass.evaluation.stage",
+    "promote": "aimass.evaluation.blessing",
+    "deploy": "aimass.deployment.stage",
+    "hpo": "aimass.training.hpo",
+}
 # The stages whose work needs neither torch nor scikit-learn: importing them must not pull either in.
 LIGHT_STAGES = ("ingest", "validate_data", "augment", "promote")
-ALL_STAGES = ("ingest", "validate_data", "augment", "train", "compress", "evaluate", "promote", "deploy", "hpo")
+ALL_STAGES = tuple(STAGE_MODULES)
 
 
 def run_in_a_step(code: str) -> str:
@@ -24,7 +37,7 @@ HEAVY = ("torch", "sklearn", "kornia", "matplotlib")
 @pytest.fixture(scope="module")
 def heavy_imports() -> dict[str, set[str]]:
     """stage -> which of HEAVY importing it in a fresh step process pulls in (one process per stage)."""
-    return {stage: set(run_in_a_step(f"import sys, aimass.components.{stage}\n"
+    return {stage: set(run_in_a_step(f"import sys, aimass.components.{stage}, {STAGE_MODULES[stage]}\n"
                                      f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))").split())
             for stage in ALL_STAGES}
 

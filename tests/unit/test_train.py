@@ -48,16 +48,17 @@ def test_model_artifact_is_safetensors_with_card_and_manifest(trained):
 
 def test_model_card_records_lineage_and_resolved_config(trained, tiny_config):
     card = load_model(trained[0]).card
-    assert card["lineage"] == TEST_LINEAGE.to_dict()
-    assert card["config"]["train"]["steps"] == tiny_config.train.steps
+    assert card.lineage == TEST_LINEAGE.to_dict()
+    assert card.config["train"]["steps"] == tiny_config.train.steps
 
 
 def test_model_card_carries_the_data_sets_classes_input_and_training_profile(trained):
     card = load_model(trained[0]).card
-    assert card["class_names"][:2] == ["T-shirt/top", "Trouser"] and len(card["class_names"]) == 10
-    assert card["input"]["channels"] == 1 and (card["input"]["height"], card["input"]["width"]) == (28, 28)
-    assert card["input"]["mean"] == [pytest.approx(0.286, abs=0.01)]
-    assert card["dataset"]["name"] == "fashion-mnist" and card["data_profile"]["images"] == 2_700
+    assert card.class_names[:2] == ("T-shirt/top", "Trouser") and len(card.class_names) == 10
+    spec = card.input_spec
+    assert spec.channels == 1 and (spec.height, spec.width) == (28, 28)
+    assert list(spec.mean) == [pytest.approx(0.286, abs=0.01)]
+    assert card.dataset.name == "fashion-mnist" and card.data_profile["images"] == 2_700
 
 
 def test_a_step_budget_cuts_the_last_epoch_short(tiny_splits, tiny_signature):

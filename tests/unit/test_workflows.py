@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from aimass.cli import _build_parser
+from aimass.cli import build_parser
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 PULL_REQUEST, RETRAIN = WORKFLOWS / "pull-request.yml", WORKFLOWS / "retrain.yml"
@@ -50,7 +50,7 @@ def test_every_aimass_command_in_a_workflow_parses(workflow):
     commands = aimass_commands(workflow)
     assert commands
     for command in commands:
-        _build_parser().parse_args(command)  # exits (SystemExit) on an unknown option
+        build_parser().parse_args(command)  # exits (SystemExit) on an unknown option
 
 
 def test_pull_requests_run_the_readmes_test_command_and_post_a_tiny_runs_summary():

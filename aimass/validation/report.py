@@ -1,0 +1,76 @@
+"""The verdict of data validation: the report, its Markdown summary, the histograms page section, and the error that
+stops the pipeline naming every failed expectation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aimass.data.profile import CATEGORICAL_STATISTICS
+from aimass.errors import DataValidationError
+from aimass.reports import figure_png_base64, markdown_table
+from aimass.validation.comparisons import DistanceComparison
+from aimass.validation.suite import ExpectationOutcome
+
+
+@dataclass(frozen=True)
+class DataValidationReport:
+    success: bool
+    outcomes: list[ExpectationOutcome]
+    data_docs_page: Path
+    comparisons: list[DistanceComparison]
+    drift_note: str  # why there was no drift check, when there was none
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.success]
+
+
+def histograms_html(comparisons: list[DistanceComparison]) -> str:
+    """Each compared pair of histograms side by side, one row per comparison, as an HTML section."""
+    import html
+
+    from matplotlib.figure import Figure
+
+    sections = []
+    for comparison in comparisons:
+        statistics = [check.statistic for check in comparison.checks]
+        figure = Figure(figsize=(3.2 * len(statistics), 2.6))
+        axes_row = figure.subplots(1, len(statistics), squeeze=False)[0]
+        for axes, check in zip(axes_row, comparison.checks):
+            shares, reference = _shares(comparison.profile, check.statistic), _shares(comparison.reference,
+                                                                                    check.statistic)
+            positions = np.arange(len(reference))
+            axes.bar(positions - 0.2, reference, width=0.4, label="reference")
+            axes.bar(positions + 0.2, shares, width=0.4, label="compared")
+            axes.set_title(f"{check.statistic}: {check.distance:.3f} (max {check.threshold:.3f})",
+                           color="black" if check.passed else "red", fontsize=9)
+            axes.set_xticks([])
+        axes_row[0].legend(fontsize=7)
+        sections.append(f"<h3>{html.escape(comparison.compared)}</h3><img alt='{html.escape(comparison.compared)}' "
+                        f"src='data:image/png;base64,{figure_png_base64(figure)}'/>")
+    return ("<section><h2>Skew and drift: histograms side by side</h2><p>Bins of numeric statistics are cut at the "
+            "reference's deciles; a bar is a bin's share of images.</p>" + "".join(sections) + "</section>")
+
+
+def _shares(profile: dict, statistic: str) -> np.ndarray:
+    if statistic in CATEGORICAL_STATISTICS:
+        counts = np.asarray(list(profile["categorical"][statistic].values()), dtype=float)
+    else:
+        counts = np.asarray(profile["numeric"][statistic]["counts"], dtype=float)
+    return counts / max(counts.sum(), 1)
+
+
+def summary_markdown(report: DataValidationReport) -> str:
+    verdict = "passed" if report.success else f"FAILED ({len(report.failures)} expectations)"
+    rows = [("pass" if o.success else "**FAIL**", o.description, o.observed) for o in report.outcomes]
+    note = f"\n\nDrift: {report.drift_note}\n" if report.drift_note else ""
+    return f"# Data validation {verdict}\n\n" + markdown_table(["result", "expectation", "observed"], rows) + note
+
+
+def raise_for_failures(report: DataValidationReport) -> None:
+    """Raises DataValidationError naming every failed expectation, if any failed."""
+    if not report.success:
+        failed = "; ".join(f"{o.description} (observed {o.observed})" for o in report.failures)
+        raise DataValidationError(f"data validation failed, {len(report.failures)} expectations: {failed}")
