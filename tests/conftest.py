@@ -179,6 +179,26 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory):
+    """etcd and kube-apiserver on loopback for the whole session (scripts/kube_apiserver.py, as `make k8s-apiserver`
+    starts them), stopped at its end. Where this machine has neither binary the tests that need them are reported as
+    not run, with the reason; CI (CI=true) always has them, so there a missing one fails those tests."""
+    from kube_apiserver import ControlPlaneUnavailable, running_apiserver
+
+    kubectl = Path(sys.executable).parent / "kubectl"
+    if not kubectl.is_file():
+        pytest.fail("kubectl is missing from the environment: run `make k8s-tools` (the test command does)")
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_apiserver(tmp_path_factory.mktemp("kube-apiserver"), str(kubectl)))
+        except ControlPlaneUnavailable as error:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI runs the API server tests: {error}")
+            pytest.skip(f"no Kubernetes API server here: {error}")
+        yield server
+
+
+@pytest.fixture(scope="session")
 def engine():
     """DOCKER_HOST of a running container engine (podman's API service when podman is the engine), for the
     container checks (tests/e2e, marker `containers`, `make e2e`). Without an engine or without the project image

@@ -1,7 +1,8 @@
 """The Helm release backend: each revision is a Helm revision of helm/aimass-serving whose values pin one model
 version (storage URI and manifest sha256); deploy = `helm upgrade --install` that waits for the new pods and rolls
-back on failure, rollback = `helm rollback`, history = `helm history` joined with each revision's values. A canary
-step changes only `values.canary`, which the pods read from a mounted ConfigMap."""
+back on failure (release.wait_for_ready; off, helm returns once the API server accepted the objects), rollback =
+`helm rollback`, history = `helm history` joined with each revision's values. A canary step changes only
+`values.canary`, which the pods read from a mounted ConfigMap."""
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ class HelmReleaseBackend(ReleaseBackend):
             model_values.flush()
             site_values = [argument for path in self.settings.values_files for argument in ("-f", path)]
             self._helm("upgrade", "--install", self.settings.name, str(self.chart_dir), *self._wait_flags(),
-                       self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
+                       *self._undo_on_failure_flags(), "--history-max", str(self.settings.history_max),
                        *site_values, "-f", model_values.name, *described,  # the model's values last: they win
                        failure_note="the previous revision keeps serving (helm rolled the failed one back)")
         return self._latest()
@@ -108,7 +109,7 @@ class HelmReleaseBackend(ReleaseBackend):
             yaml.safe_dump(values | changes, values_file, sort_keys=True)
             values_file.flush()
             self._helm("upgrade", self.settings.name, str(self.chart_dir), *self._wait_flags(),
-                       self._undo_on_failure_flag(), "--history-max", str(self.settings.history_max),
+                       *self._undo_on_failure_flags(), "--history-max", str(self.settings.history_max),
                        "-f", values_file.name, "--description", description[:512],
                        failure_note="the previous revision keeps serving (helm rolled the failed one back)")
 
@@ -200,12 +201,17 @@ class HelmReleaseBackend(ReleaseBackend):
         return self._major_version
 
     def _wait_flags(self) -> list[str]:
+        if not self.settings.wait_for_ready:
+            return []
         # Helm 4 waits with kstatus ("watcher"); Helm 3's --wait is a plain flag.
         return ["--wait=watcher"] if self._major() >= 4 else ["--wait"]
 
-    def _undo_on_failure_flag(self) -> str:
-        # Helm 4 renamed --atomic to --rollback-on-failure; both restore the previous revision if the new one fails.
-        return "--rollback-on-failure" if self._major() >= 4 else "--atomic"
+    def _undo_on_failure_flags(self) -> list[str]:
+        # Helm 4 renamed --atomic to --rollback-on-failure; both restore the previous revision if the new one fails,
+        # and both imply waiting: a revision that is not waited for has no failure to undo.
+        if not self.settings.wait_for_ready:
+            return []
+        return ["--rollback-on-failure"] if self._major() >= 4 else ["--atomic"]
 
 
 def _helm_trigger(values: dict, description: str) -> str:

@@ -92,6 +92,13 @@ def test_helm_3_gets_atomic_and_a_plain_wait(config, registry, helm, monkeypatch
     assert "--rollback-on-failure" not in upgrade and "--wait=watcher" not in upgrade
 
 
+def test_without_waiting_for_ready_pods_helm_neither_waits_nor_rolls_back(config, registry, helm):
+    no_wait = config.model_copy(update={"release": config.release.model_copy(update={"wait_for_ready": False})})
+    open_release_backend(no_wait, registry).deploy("v1", "alice@laptop")
+    (upgrade,) = helm.calls("upgrade")
+    assert not [flag for flag in upgrade if flag.startswith(("--wait", "--rollback-on-failure", "--atomic"))]
+
+
 def test_helm_2_is_refused_with_the_versions_that_work(config, registry, helm, monkeypatch):
     monkeypatch.setenv("FAKE_HELM_VERSION", "v2.17.0")
     with pytest.raises(ReleaseError, match="aimass needs Helm 3 or 4"):
