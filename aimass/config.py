@@ -83,8 +83,16 @@ class ValidationConfig(_Section):
                                                              "profile stored with the production model")
     min_contrast: float = Field(0.01, ge=0, le=1, description="per-image pixel std (0..1): rejects blank images")
     max_exact_duplicates: int = Field(0, ge=0, description="validation/test images identical to a train image")
-    max_near_duplicate_share: float = Field(0.2, ge=0, le=1, description="share of validation/test images whose "
-                                                                         "perceptual hash equals a train image's")
+    max_near_duplicate_share: float = Field(0.01, ge=0, le=1, description="share of validation/test images that "
+                                                                          "are near duplicates of a train image")
+    near_duplicate_radius: int = Field(3, ge=0, le=12, description="a near duplicate's dHash lies within this many "
+                                                                   "bits of the train image's (64-bit hash; a JPEG "
+                                                                   "re-encoding at another size moves it by 0-4)")
+    near_duplicate_max_pixel_difference: float = Field(
+        2.0, ge=0, le=255, description="and its preprocessed pixels differ from the train image's by at most this "
+                                       "on average (0..255, each image's mean brightness taken away): re-encodings "
+                                       "stay under 1.3, different images of one silhouette do not "
+                                       "(docs/PERFORMANCE.md)")
     max_quarantined_share: float = Field(0.05, ge=0, le=1, description="share of files --skip-bad-images may leave "
                                                                        "out")
 
@@ -192,7 +200,13 @@ class TrainConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0, lt=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     warmup_fraction: float = Field(0.2, gt=0, lt=1, description="share of steps spent warming up the LR")
-    early_stopping_patience: int = Field(2, ge=1, description="epochs without validation gain before stopping")
+    early_stopping: bool = Field(True, description="stop when validation accuracy has not improved for "
+                                                   "early_stopping_steps; the best validation's weights are kept "
+                                                   "either way")
+    early_stopping_steps: int | None = Field(
+        None, ge=1, description="optimisation steps without a validation gain before stopping; none: a quarter of "
+                                "the step budget. Counted in steps, so a data set of a few batches (an epoch of one "
+                                "step) trains as long as a large one; training never stops inside the warm-up")
     seed: int = Field(0, ge=0)
     backbone_learning_rate_factor: float = Field(
         1.0, ge=0, le=10, description="the backbone's peak learning rate as a share of learning_rate (the head "
@@ -624,7 +638,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               "compress": {"methods": ("quantize_int8", "distill", "distill_int8"), "student_channels": (8, 16, 32),
                            "student_hidden_units": 64, "distill_epochs": 1}},
     "full": {
-        "train": {"steps": 3_150, "batch_size": 512, "learning_rate": 0.2, "early_stopping_patience": 4,
+        "train": {"steps": 3_150, "batch_size": 512, "learning_rate": 0.2, "early_stopping_steps": 420,
                   "compile": True},
         "hpo": {"enabled": True, "strategy": "tpe", "trials": 16, "parallelism": 4, "trial_epochs": 5,
                 "space": {"train.learning_rate": {"low": 0.02, "high": 0.5, "log": True},
@@ -680,11 +694,21 @@ def load_config(profile: str = "quick", overrides: list[str] | tuple[str, ...] =
         raise ConfigError(_describe(error)) from None
 
 
+# Keys earlier versions took, and what replaced them: a --set of one says so instead of listing every valid key.
+REPLACED_KEYS = {
+    "train.early_stopping_patience": "it counted epochs, which on a data set of a few batches ended training inside "
+                                     "the warm-up; set train.early_stopping_steps (optimisation steps without a "
+                                     "validation gain) instead",
+}
+
+
 def _parse_override(override: str) -> tuple[str, Any]:
     key, separator, raw_value = override.partition("=")
     if not separator or not key.strip():
         raise ConfigError(f"override {override!r} is not KEY=VALUE, e.g. train.epochs=5")
     key = key.strip()
+    if key in REPLACED_KEYS:
+        raise ConfigError(f"{key} is gone: {REPLACED_KEYS[key]}")
     if key not in valid_keys():
         raise ConfigError(f"unknown configuration key {key!r}; valid keys: {', '.join(valid_keys())}")
     try:

@@ -35,7 +35,7 @@ def main() -> None:
         for augment in ([True, False] if args.augment == "both" else [args.augment == "on"]):
             config = load_config("quick", [f"model.channels=[{channels}]", f"model.hidden_units={hidden}",
                                            f"train.steps={args.steps}", f"augment.on_the_fly={str(augment).lower()}",
-                                           "train.early_stopping_patience=100", "compress.methods=[]"])
+                                           "train.early_stopping=false", "compress.methods=[]"])
             started = time.perf_counter()
             model, result = train_classifier(config, splits["train"], splits["validation"], signature)
             seconds = time.perf_counter() - started

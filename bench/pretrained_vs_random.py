@@ -93,7 +93,7 @@ def main() -> None:
         work = Path(scratch)
         fashion = dvc_repo(work / "fashion", DEFAULT_SOURCE_DIR)
         pretrain = load_config("quick", [f"data.repo_dir={fashion}", f"model.architecture=hf:{resnet_config(work / 'config', widths)}",
-                                         f"train.steps={args.pretrain_steps}", "train.early_stopping_patience=100"])
+                                         f"train.steps={args.pretrain_steps}", "train.early_stopping=false"])
         started = time.perf_counter()
         ingest(pretrain, work / "fashion-splits")
         result = train(pretrain, work / "fashion-splits", work / "fashion-resnet", LINEAGE)
@@ -114,7 +114,7 @@ def main() -> None:
                 config = load_config("quick", [
                     f"data.repo_dir={digits}", f"model.architecture=hf:{checkpoint}", f"train.seed={seed}",
                     f"split.seed={seed}", f"train.steps={args.finetune_steps}", "train.batch_size=32",
-                    "train.early_stopping_patience=100", "train.learning_rate=0.05"])
+                    "train.early_stopping=false", "train.learning_rate=0.05"])
                 splits = work / f"digits-splits-{seed}"
                 if not splits.exists():
                     ingest(config, splits)

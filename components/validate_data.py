@@ -19,7 +19,7 @@ def validate_data_component(config_json: str, splits: Input[Dataset], data_docs:
     import tempfile
     from pathlib import Path
 
-    from aimass.validation.report import histograms_html, raise_for_failures, summary_markdown
+    from aimass.validation.report import histograms_html, leaks_html, raise_for_failures, summary_markdown
     from aimass.validation.stage import validate_data
     from aimass.config import AimassConfig
     from aimass.reports import self_contained_html
@@ -28,7 +28,8 @@ def validate_data_component(config_json: str, splits: Input[Dataset], data_docs:
         report = validate_data(AimassConfig.from_json(config_json), Path(splits.path), Path(work_dir))
         # GX's page pulls Bootstrap, jQuery and Vega from CDNs: keep its content, drop what would be fetched.
         page = self_contained_html(report.data_docs_page.read_text())
-        Path(data_docs.path).write_text(page.replace("</body>", histograms_html(report.comparisons) + "</body>", 1))
+        sections = histograms_html(report.comparisons) + leaks_html(report.leaks)
+        Path(data_docs.path).write_text(page.replace("</body>", sections + "</body>", 1))
     Path(summary.path).write_text(summary_markdown(report))
     for artifact in (data_docs, summary):
         artifact.metadata.update({"success": report.success, "data_md5": splits.metadata["data_md5"]})

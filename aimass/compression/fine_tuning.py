@@ -21,7 +21,7 @@ def fine_tune(model: nn.Module, config: AimassConfig, train_set: ImageSet, valid
         return model.eval()
     settings = config.train.model_copy(update={
         "steps": None, "epochs": epochs, "learning_rate": config.compress.finetune_learning_rate,
-        "early_stopping_patience": epochs, "compile": False, **WHOLE_NETWORK})
+        "early_stopping": False, "compile": False, **WHOLE_NETWORK})
     device = select_device(settings.device)
     tuned, _ = fit(model.to(device), settings, plain_batches(train_set, device, spec), train_set.labels,
                    validation_set, smoothed_cross_entropy(settings.label_smoothing), spec)

@@ -29,7 +29,7 @@ from aimass.data.image_processor import CheckpointPreprocessing, apply_preproces
 from aimass.integrity import read_verified_manifest, write_manifest
 
 log = logging.getLogger(__name__)
-DECODED_FORMAT = 1
+DECODED_FORMAT = 2  # 2: each split's image names (<split>-names.npy)
 FILES_PER_TASK = 256  # files one decoding task handles
 
 
@@ -61,7 +61,8 @@ def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cac
                         checkpoint: CheckpointPreprocessing | None = None) -> Path:
     """The decoded arrays of the data version in `data_dir` (whose DVC md5 is `data_md5`), from the cache or
     decoded now, at the input a pretrained `checkpoint` fixes, if any. Returns the directory: `<split>-images.npy`
-    (N, C, H, W), `-labels.npy`, `-sources.npy` (N, 3: original width, height, channels) per split of the source,
+    (N, C, H, W), `-labels.npy`, `-sources.npy` (N, 3: original width, height, channels), `-names.npy` (each image's
+    file, or IDX file#row) per split of the source,
     and a manifest holding the input spec."""
     card = DataCard.read(data_dir)
     spec = resolve_input_spec(card, data_dir, settings, checkpoint)
@@ -100,7 +101,7 @@ def _decode_files(data_dir: Path, spec: InputSpec, target: Path) -> dict[str, in
         split_rows = [row for row in rows if row["split"] == split]
         with RowWriter(target / f"{split}-images.npy", np.uint8, (len(split_rows), *spec.shape)) as images:
             _write_files(split_rows, data_dir, spec, images)
-        _save_labels_and_sources(target, split, [], [], split_rows)
+        _save_labels_and_sources(target, split, [], [], split_rows, [])
         counts[split] = len(split_rows)
     return counts
 
@@ -121,7 +122,9 @@ def _decode_idx(card: DataCard, data_dir: Path, spec: InputSpec, target: Path) -
                     images.write(preprocess_array(image, spec)[np.newaxis])
             _write_files(split_rows, data_dir, spec, images)
         idx_sources = np.tile(np.array([pixels.shape[2], pixels.shape[1], 1], dtype=np.int32), (len(pixels), 1))
-        _save_labels_and_sources(target, split, labels, idx_sources, split_rows)
+        # An IDX image is named by its file and row, as `aimass` reports it (the leaked pairs of validation).
+        idx_names = [f"{names[0]}#{row}" for row in range(len(pixels))]
+        _save_labels_and_sources(target, split, labels, idx_sources, split_rows, idx_names)
         counts[split] = len(pixels) + len(split_rows)
     return counts
 
@@ -138,13 +141,15 @@ def _write_files(rows: list[dict], data_dir: Path, spec: InputSpec, images: RowW
                                "or import the data set again") from error
 
 
-def _save_labels_and_sources(target: Path, split: str, labels, sources, rows: list[dict]) -> None:
+def _save_labels_and_sources(target: Path, split: str, labels, sources, rows: list[dict],
+                             idx_names: list[str]) -> None:
     file_labels = np.array([row["label"] for row in rows], dtype=np.int64)
     file_sources = np.array([(row["width"], row["height"], row["channels"]) for row in rows],
                             dtype=np.int32).reshape(-1, 3)
     np.save(target / f"{split}-labels.npy", np.concatenate([np.asarray(labels, dtype=np.int64), file_labels]))
     np.save(target / f"{split}-sources.npy",
             np.concatenate([np.asarray(sources, dtype=np.int32).reshape(-1, 3), file_sources]))
+    np.save(target / f"{split}-names.npy", np.array([*idx_names, *(row["file"] for row in rows)], dtype=str))
 
 
 def _with_training_statistics(spec: InputSpec, decoded_dir: Path, model_channels: int) -> InputSpec:

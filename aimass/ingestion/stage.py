@@ -65,6 +65,7 @@ def _write_splits(config: AimassConfig, repo_dir: Path, data_md5: str, output_di
     for split, (source, rows) in plan.rows.items():
         np.save(output_dir / f"{split}-labels.npy", source_labels[source][rows])
         np.save(output_dir / f"{split}-sources.npy", np.load(decoded / f"{source}-sources.npy")[rows])
+        np.save(output_dir / f"{split}-names.npy", np.load(decoded / f"{source}-names.npy")[rows])
     counts = {split: len(rows) for split, (_, rows) in plan.rows.items()}
     SplitsCard(name=card.name, class_names=card.class_names, input_spec=decoded_input_spec(decoded).to_dict(),
                data_md5=data_md5, counts=counts, drawn=plan.drawn, recommended_gate=card.recommended_gate,

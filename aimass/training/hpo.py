@@ -127,7 +127,7 @@ def run_trial(config: AimassConfig, splits_dir: Path, training_set_dir: Path | N
     settings = config.hpo
     trial_config = apply_hyperparameters(config, params)
     trial_config = trial_config.model_copy(update={"train": trial_config.train.model_copy(update={
-        "steps": None, "epochs": settings.trial_epochs, "early_stopping_patience": settings.trial_epochs,
+        "steps": None, "epochs": settings.trial_epochs, "early_stopping": False,
         "nproc": 1})})
     study = _study(settings, history)
     study.enqueue_trial(params)

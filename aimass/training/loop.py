@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int
+    step: int  # optimisation steps done by the end of this epoch
     train_loss: float
     train_accuracy: float
     validation_loss: float
@@ -48,6 +49,7 @@ class TrainResult:
     best_epoch: int
     best_validation_accuracy: float
     stopped_early: bool
+    best_step: int = 0  # optimisation steps done when the best validation was measured
     history: list[EpochRecord] = field(default_factory=list)
     # With several processes: world size, backend, images each rank trained on in the first epoch, and whether the
     # ranks' shards were disjoint (checked on the indices themselves).
@@ -178,7 +180,10 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     `train_inputs` maps a tensor of training-set indices to a normalised input batch (possibly augmented). With
     `ranks`, this process is one of several: `settings.batch_size` is the global batch, split across the ranks.
     The budget is `settings.steps` optimisation steps (the last epoch cut short to fit), else `settings.epochs`
-    whole epochs; the validation split is scored after every epoch.
+    whole epochs; the validation split is scored after every epoch. Early stopping counts optimisation steps since
+    the best validation (`early_stopping_steps`, else a quarter of the budget) and never stops inside the warm-up:
+    on a data set of a few batches an epoch is a step or two, and counting epochs there ended runs while the
+    learning rate was still rising.
     """
     device = next(model.parameters()).device
     world = ranks.world_size if ranks else 1
@@ -192,6 +197,9 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
     total_steps = settings.steps or settings.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     runner = _StepRunner(model, settings, device, total_steps, loss, ranks)
+    patience = settings.early_stopping_steps or max(total_steps // 4, 1)
+    warmup_steps = math.ceil(settings.warmup_fraction * total_steps)
+    steps_done = 0
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)  # the same permutation on every rank
     result = TrainResult(device=str(device), cpu_threads=threads, best_epoch=0,
                          best_validation_accuracy=-1.0, stopped_early=False,
@@ -220,7 +228,8 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
             train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen  # .item() syncs the device
             seconds = time.perf_counter() - started
             val_loss, val_accuracy = _validated_by_first_rank(runner, val_x, val_y, spec, ranks, device)
-            record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy,
+            steps_done += epoch_steps
+            record = EpochRecord(epoch, steps_done, train_loss, train_accuracy, val_loss, val_accuracy,
                                  runner.schedule.get_last_lr()[0], seconds, seen / seconds)
             result.history.append(record)
             if leader:
@@ -231,10 +240,13 @@ def fit(model: nn.Module, settings: TrainConfig, train_inputs: Callable[[torch.T
                                 f"{record.images_per_second:.0f} images/s")
             if val_accuracy > result.best_validation_accuracy:
                 result.best_epoch, result.best_validation_accuracy = epoch, val_accuracy
+                result.best_step = steps_done
                 best_state = copy.deepcopy(model.state_dict())
-            elif epoch - result.best_epoch >= settings.early_stopping_patience:
+            elif (settings.early_stopping and steps_done - result.best_step >= patience
+                  and steps_done > warmup_steps):
                 result.stopped_early = epoch < epochs
-                log.info("early stop: no validation gain for %d epochs", epoch - result.best_epoch)
+                log.info("early stop: no validation gain for %d steps (patience %d, warm-up %d)",
+                         steps_done - result.best_step, patience, warmup_steps)
                 break
             if on_epoch is not None and not on_epoch(record):
                 result.stopped_early = epoch < epochs

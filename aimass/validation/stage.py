@@ -10,6 +10,7 @@ from aimass.config import AimassConfig
 from aimass.data.card import SPLITS, SplitsCard
 from aimass.data.profile import PROFILE_FILE, DistanceCheck
 from aimass.validation.comparisons import drift_comparison, load_statistics, skew_comparisons
+from aimass.validation.leaks import find_leaks
 from aimass.validation.report import DataValidationReport
 from aimass.validation.suite import build_suite, build_table, run_suite
 
@@ -28,7 +29,8 @@ def validate_data(config: AimassConfig, splits_dir: Path, work_dir: Path) -> Dat
     checks.append(DistanceCheck("unreadable files left out", "at import (--skip-bad-images)", "share",
                                 quarantined_share, config.validation.max_quarantined_share))
     train_shares = np.bincount(labels["train"], minlength=len(card.class_names)) / max(len(labels["train"]), 1)
-    table = build_table(statistics, labels, len(card.class_names), checks)
+    leaks = find_leaks(splits_dir, statistics, config.validation)
+    table = build_table(statistics, labels, len(card.class_names), checks, leaks)
     success, outcomes, page = run_suite(
         table, lambda: build_suite(card, train_shares, card.counts, checks, config.validation), work_dir / "data_docs")
-    return DataValidationReport(success, outcomes, page, comparisons, drift_note)
+    return DataValidationReport(success, outcomes, page, comparisons, drift_note, leaks)

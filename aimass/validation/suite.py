@@ -14,6 +14,7 @@ from aimass.config import ValidationConfig
 from aimass.data.card import SPLITS, SplitsCard
 from aimass.data.profile import DistanceCheck
 from aimass.validation.comparisons import HELD_OUT
+from aimass.validation.leaks import LeakedPair
 
 SUITE_NAME = "aimass_data_set"
 STATISTICS_ROW = "statistics"  # the `split` of distance-check rows
@@ -27,16 +28,15 @@ class ExpectationOutcome:
 
 
 def build_table(statistics: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray],
-                class_count: int, checks: list[DistanceCheck]) -> pd.DataFrame:
+                class_count: int, checks: list[DistanceCheck], leaks: dict[str, list[LeakedPair]]) -> pd.DataFrame:
     """One row per image of every split, then one row per distance check."""
-    train_exact = set(statistics["train"]["exact_hash"].tolist())
-    train_near = set(statistics["train"]["near_hash"].tolist())
     validation_exact = set(statistics["validation"]["exact_hash"].tolist())
     frames = []
     for split in SPLITS:
         split_statistics, split_labels = statistics[split], labels[split]
-        exact = np.array([h in train_exact for h in split_statistics["exact_hash"].tolist()], dtype=float)
-        near = np.array([h in train_near for h in split_statistics["near_hash"].tolist()], dtype=float)
+        exact, near = np.zeros(len(split_labels)), np.zeros(len(split_labels))
+        for pair in leaks.get(split, []):
+            (exact if pair.exact else near)[pair.row] = 1.0
         frame = pd.DataFrame({
             "split": split,
             "label": split_labels.astype(np.int64),
@@ -46,7 +46,7 @@ def build_table(statistics: dict[str, dict[str, np.ndarray]], labels: dict[str, 
             "original_channels": split_statistics["channels"],
             # NaN on train rows: sums and means over these columns count held-out images only
             "duplicate_of_train": exact if split != "train" else np.nan,
-            "near_duplicate_of_train": (near * (1 - exact)) if split != "train" else np.nan,
+            "near_duplicate_of_train": near if split != "train" else np.nan,
             "duplicate_of_validation": np.array([h in validation_exact for h in
                                                  split_statistics["exact_hash"].tolist()], dtype=float)
             if split == "test" else np.nan,
@@ -105,8 +105,9 @@ def build_suite(card: SplitsCard, train_shares: np.ndarray, counts: dict[str, in
                         "image (a leak)"))
         add(gxe.ExpectColumnMeanToBeBetween(
             column="near_duplicate_of_train", max_value=config.max_near_duplicate_share, row_condition=in_split,
-            description=f"at most {config.max_near_duplicate_share:.0%} of {split} are near duplicates of train "
-                        "images (same perceptual hash)"))
+            description=f"at most {config.max_near_duplicate_share:.1%} of {split} are near duplicates of train "
+                        f"images (dHash within {config.near_duplicate_radius} bits, pixels within "
+                        f"{config.near_duplicate_max_pixel_difference:g} of 255 on average)"))
     add(gxe.ExpectColumnSumToBeBetween(
         column="duplicate_of_validation", max_value=config.max_exact_duplicates, row_condition=Column("split") == "test",
         description=f"at most {config.max_exact_duplicates} test images are pixel-identical to a validation image"))

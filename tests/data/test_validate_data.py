@@ -117,8 +117,59 @@ def test_slightly_altered_copies_of_train_images_fail_as_near_duplicates(tiny_co
         arrays["test"]["images"][:300] = np.clip(copies, 0, 255).astype(np.uint8)
 
     failed = failures(tiny_config, damaged(tiny_splits_dir, tmp_path, near_copies), tmp_path)
-    assert "at most 20% of test are near duplicates of train images (same perceptual hash)" in failed
+    assert ("at most 1.0% of test are near duplicates of train images (dHash within 3 bits, pixels within 2 of 255 "
+            "on average)") in failed
     assert "at most 0 test images are pixel-identical to a train image (a leak)" not in failed
+
+
+def photo_and_re_encoded_copy(image: np.ndarray, size: int, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grey image enlarged into a "photo", as ingest preprocesses it back to the data set's size, and a copy of
+    that photo saved as a JPEG at another size and quality, preprocessed the same way."""
+    import io
+
+    from PIL import Image
+
+    height, width = image.shape
+    photo = Image.fromarray(image).resize((4 * width, 4 * height), Image.BICUBIC)
+    encoded = io.BytesIO()
+    photo.resize((size, size), Image.BICUBIC).save(encoded, format="JPEG", quality=quality)
+    copy = Image.open(encoded).convert("L")
+    return (np.asarray(photo.resize((width, height), Image.BILINEAR)),
+            np.asarray(copy.resize((width, height), Image.BILINEAR)))
+
+
+def test_train_images_re_encoded_into_test_are_reported_with_the_train_image_each_copies(tiny_config,
+                                                                                          tiny_splits_dir, tmp_path):
+    from aimass.validation.report import summary_markdown
+
+    planted = 40
+
+    def plant(arrays):
+        for row in range(planted):
+            arrays["train"]["images"][row, 0], arrays["test"]["images"][row, 0] = photo_and_re_encoded_copy(
+                arrays["train"]["images"][row, 0], size=(84, 96, 128)[row % 3], quality=(40, 60, 80)[row % 3])
+
+    splits = damaged(tiny_splits_dir, tmp_path, plant)
+    report = validate_data(tiny_config, splits, tmp_path / "docs")
+    found = {pair.row: pair for pair in report.leaks["test"] if not pair.exact}
+    assert len(set(found) & set(range(planted))) >= 36, sorted(found)
+    train_names = np.load(splits / "train-names.npy")
+    assert all(found[row].train_image == train_names[row] for row in set(found) & set(range(planted)))
+    assert not report.success
+    summary = summary_markdown(report)
+    assert f"{len(report.leaks['test'])} test images copy a train image" in summary
+    assert str(np.load(splits / "test-names.npy")[min(found)]) in summary
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("validation.near_duplicate_radius=13", "validation.near_duplicate_radius"),
+    ("validation.near_duplicate_max_pixel_difference=-1", "validation.near_duplicate_max_pixel_difference"),
+])
+def test_a_near_duplicate_setting_out_of_range_is_refused_when_the_configuration_loads(setting, message):
+    from aimass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [setting])
 
 
 def test_a_failed_report_raises_naming_the_statistic_the_splits_the_distance_and_the_threshold(

@@ -217,7 +217,7 @@ def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class
     checkpoint = save_tiny_resnet(tmp_path / "checkpoint", size=24)
     repo = repository_with(digits_folder, tmp_path)
     config = load_config("tiny", [f"data.repo_dir={repo}", f"model.architecture=hf:{checkpoint}", "hpo.enabled=false",
-                                  "train.batch_size=32", "train.early_stopping_patience=100",
+                                  "train.batch_size=32",
                                   "compress.methods=[prune_channels,quantize_int8]", "gate.max_latency_ratio=100"])
     result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
     assert result.succeeded, result.failed_step

@@ -67,7 +67,7 @@ def _kill_rank_one_when_training(stop: threading.Event, killed: list[int]) -> No
 def test_a_killed_rank_fails_the_step_naming_it_instead_of_hanging(tiny_config, tiny_splits_dir, tmp_path):
     # still training when rank 1 is killed, however fast this machine trains (the kill ends it)
     config = config_for(tiny_config, 2, "train.steps=null", "train.epochs=1000",
-                        "train.early_stopping_patience=1000", "train.collective_timeout_seconds=30")
+                        "train.early_stopping=false", "train.collective_timeout_seconds=30")
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_rank_one_when_training, args=(stop, killed), daemon=True)
     killer.start()

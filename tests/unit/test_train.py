@@ -63,7 +63,7 @@ def test_model_card_carries_the_data_sets_classes_input_and_training_profile(tra
 
 def test_a_step_budget_cuts_the_last_epoch_short(tiny_splits, tiny_signature):
     subset = tiny_splits["train"].take(np.arange(320))  # 10 steps of 32 per epoch
-    config = load_config("tiny", ["train.batch_size=32", "train.steps=25", "train.early_stopping_patience=5"])
+    config = load_config("tiny", ["train.batch_size=32", "train.steps=25", "train.early_stopping=false"])
     _, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
     assert result.epochs_run == 3
     assert [round(r.images_per_second * r.train_seconds) for r in result.history] == [320, 320, 160]
@@ -125,13 +125,34 @@ def test_same_seed_gives_identical_weights(tiny_config, tiny_splits, tiny_signat
 
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_splits, tiny_signature):
     # A learning rate this large diverges after the first epochs, so validation accuracy stops improving.
-    config = load_config("tiny", ["train.steps=null", "train.epochs=6", "train.early_stopping_patience=1",
+    config = load_config("tiny", ["train.steps=null", "train.epochs=6", "train.early_stopping_steps=4",
                                   "train.learning_rate=8", "train.batch_size=128"])
-    subset = tiny_splits["train"].take(np.arange(512))
+    subset = tiny_splits["train"].take(np.arange(512))  # 4 steps an epoch: the patience is one epoch
     _, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
     assert result.stopped_early and result.epochs_run < 6
     assert result.best_validation_accuracy == max(r.validation_accuracy for r in result.history)
-    assert result.epochs_run == result.best_epoch + 1
+    assert result.epochs_run == max(result.best_epoch + 1, 2)  # not before step 5, the end of the warm-up
+
+
+def test_on_a_data_set_of_one_batch_training_never_stops_inside_the_warm_up(tiny_splits, tiny_signature):
+    """An epoch of one step: patience counted in epochs stopped such runs after three steps, the learning rate still
+    rising. Counted in steps (by default a quarter of the 40-step budget: 10), the run goes past the warm-up's 8
+    steps and stops only 10 steps after its best validation."""
+    config = load_config("tiny", ["train.steps=40", "train.batch_size=64", "train.learning_rate=8"])
+    subset = tiny_splits["train"].take(np.arange(64))
+    _, result = train_classifier(config, subset, tiny_splits["validation"], tiny_signature)
+    steps = [record.step for record in result.history]
+    assert steps == list(range(1, len(steps) + 1))  # one step an epoch, validated after each
+    assert result.stopped_early and steps[-1] > 8
+    assert steps[-1] - result.best_step >= 10
+
+
+def test_a_patience_in_epochs_is_refused_naming_its_replacement():
+    from aimass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.early_stopping_patience is gone: it counted epochs.*"
+                                          "train.early_stopping_steps"):
+        load_config("tiny", ["train.early_stopping_patience=2"])
 
 
 def test_on_the_fly_augmentation_applies_the_policy_to_each_batch(tiny_splits, tiny_signature):
