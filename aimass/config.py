@@ -279,6 +279,30 @@ class GateConfig(_Section):
                                                                      "accuracy against the teacher (0.005 = 0.5 pt)")
     min_size_ratio: float = Field(4.0, ge=1, description="a candidate must be this many times smaller on disk")
     max_latency_ratio: float = Field(1.0, gt=0, description="candidate batch-1 p50 latency / teacher's, at most")
+    min_corruption_accuracy: float | None = Field(
+        None, ge=0, le=1, description="test accuracy under common corruptions (the mean over evaluate.corruptions "
+                                      "and evaluate.severities) below this rejects the model; none: reported only")
+    max_calibration_error: float | None = Field(
+        None, ge=0, le=1, description="expected calibration error on the test split above this rejects the model; "
+                                      "none: reported only")
+
+
+Corruption = Literal["gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg"]
+
+
+class EvaluateConfig(_Section):
+    """Beyond clean accuracy (aimass/models/robustness.py): accuracy under common corruptions and calibration, for
+    the chosen model on the test split and for each compression candidate on the validation split."""
+
+    corruptions: tuple[Corruption, ...] = Field(
+        ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg"),
+        description="corruptions applied to the images, each at every severity; () measures none")
+    severities: tuple[Annotated[int, Field(ge=1, le=5)], ...] = Field(
+        (1, 3, 5), min_length=1, description="severities 1 (mildest) to 5 (harshest), after ImageNet-C")
+    robustness_images: int = Field(1_000, ge=10, description="images each corruption is measured on, spread evenly "
+                                                             "over the split")
+    calibration_bins: int = Field(15, ge=2, le=100, description="equal-width confidence bins of the expected "
+                                                                "calibration error")
 
 
 class SearchDimension(_Section):
@@ -576,6 +600,7 @@ class AimassConfig(_Section):
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
     gate: GateConfig = GateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     release: ReleaseConfig = ReleaseConfig()
     deploy: DeployConfig = DeployConfig()
@@ -627,6 +652,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "compress": {"calibration_images": 128, "distill_epochs": 1, "int8_runtime": "eager",
                      "latency_runs": 20, "throughput_runs": 3},
         "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4, "max_accuracy_drop": 0.05},
+        "evaluate": {"robustness_images": 200},
         "serving": {"smoke_test_images": 200},
         "hpo": {"enabled": True, "strategy": "grid", "trial_epochs": 1, "parallelism": 2,
                 "space": {"train.learning_rate": {"values": [0.001, 0.05]}, "model.dropout": {"values": [0.0, 0.2]}}},
@@ -634,7 +660,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Chosen by measurement (docs/PERFORMANCE.md): the lean CNN reaches 0.92 in 45 % of the large one's time, and
     # augmentation costs a point at three epochs. The student is leaner still, distilled for one epoch.
     "quick": {"model": {"channels": (16, 32, 64), "hidden_units": 128}, "augment": {"on_the_fly": False},
-              "train": {"steps": 1_260},
+              "train": {"steps": 1_260}, "evaluate": {"robustness_images": 500},
               "compress": {"methods": ("quantize_int8", "distill", "distill_int8"), "student_channels": (8, 16, 32),
                            "student_hidden_units": 64, "distill_epochs": 1}},
     "full": {

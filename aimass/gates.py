@@ -29,6 +29,8 @@ class TestMetrics(Protocol):
 
     accuracy: float
     macro_f1: float
+    corruption_accuracy: float  # NaN when not measured
+    calibration_error: float
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,25 @@ def decide_gate(evaluation: TestMetrics, gate: GateConfig, baselines: GateBaseli
         if minimum is not None:
             source = "gate" if configured is not None else "the data card's recommendation"
             checks.append((f"{name} ({source})", value, minimum))
-    failed = [f"{name}: {value:.4f} is below the minimum {minimum:.4f}" for name, value, minimum in checks
-              if value < minimum]
+    if gate.min_corruption_accuracy is not None:
+        checks.append(("accuracy under corruptions (gate)", evaluation.corruption_accuracy,
+                       gate.min_corruption_accuracy))
+    # `not value >= minimum`: an unmeasured figure (NaN) fails a threshold set for it rather than passing unseen.
+    failed = [f"{name}: {_shown(value)} is below the minimum {minimum:.4f}" for name, value, minimum in checks
+              if not value >= minimum]
     held = [f"{name}: {value:.4f} meets the minimum {minimum:.4f}" for name, value, minimum in checks
             if value >= minimum]
+    if gate.max_calibration_error is not None:
+        error, limit = evaluation.calibration_error, gate.max_calibration_error
+        (held if error <= limit else failed).append(
+            f"calibration error (gate): {_shown(error)} {'meets' if error <= limit else 'is above'} the maximum "
+            f"{limit:.4f}")
     notes = [baselines.production_note] if baselines.production_note else []
     return GateDecision(passed=not failed, reasons=failed + held + notes)
+
+
+def _shown(value: float) -> str:
+    return "not measured" if value != value else f"{value:.4f}"  # NaN is the only value unequal to itself
 
 
 @dataclass(frozen=True)
@@ -109,15 +124,26 @@ def choose_candidate(teacher: ModelProfile, candidates: list[ModelProfile], gate
                             f"teacher's {teacher.latency_p50_ms:.3f} ms (limit {gate.max_latency_ratio:.2f}x)")
         if problems:
             verdicts[candidate.name] = ["rejected: " + problem for problem in problems]
+            if note := _robustness_note(candidate, teacher):
+                verdicts[candidate.name].append(note.removeprefix(", "))
         else:
             qualified.append(candidate)
             verdicts[candidate.name] = [f"qualifies: {ratio:.2f}x smaller, accuracy drop {100 * drop:.2f} points, "
-                                        f"latency {latency:.2f}x the teacher's"]
+                                        f"latency {latency:.2f}x the teacher's{_robustness_note(candidate, teacher)}"]
     if not qualified:
         return CompressionChoice(TEACHER, verdicts)
     chosen = min(qualified, key=lambda candidate: candidate.size_bytes)
     verdicts[chosen.name] = ["chosen (smallest qualifying): " + verdicts[chosen.name][0].removeprefix("qualifies: ")]
     return CompressionChoice(chosen.name, verdicts)
+
+
+def _robustness_note(candidate: ModelProfile, teacher: ModelProfile) -> str:
+    """What compression did to robustness and calibration (on validation), which clean accuracy can hide."""
+    if candidate.corruption_accuracy is None or teacher.corruption_accuracy is None:
+        return ""
+    return (f", accuracy under corruptions {candidate.corruption_accuracy:.4f} (teacher "
+            f"{teacher.corruption_accuracy:.4f}), calibration error {candidate.calibration_error:.4f} (teacher "
+            f"{teacher.calibration_error:.4f})")
 
 
 def smoke_test_failures(images: int, agreement: float, failed_requests: list[str]) -> list[str]:

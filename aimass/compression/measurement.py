@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from aimass.compression.profiles import ModelProfile
-from aimass.config import CompressConfig
+from aimass.config import CompressConfig, EvaluateConfig
 from aimass.data.arrays import ImageSet
 from aimass.data.preprocess import to_model_input
 from aimass.models.artifact import compile_for_inference, load_model
+from aimass.models.robustness import measure_robustness
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -46,9 +47,10 @@ def time_model(model, inputs: torch.Tensor, latency_runs: int, throughput_runs: 
 
 
 def profile_model(name: str, model_dir: Path, counts: tuple[int, int], validation: ImageSet,
-                  settings: CompressConfig, timed: bool = True) -> ModelProfile:
-    """Load the saved model back (what a server would run) and measure it on the validation split; its latency and
-    throughput only when `timed`."""
+                  settings: CompressConfig, timed: bool = True, evaluate: EvaluateConfig | None = None) -> ModelProfile:
+    """Load the saved model back (what a server would run) and measure it on the validation split; its latency,
+    throughput, accuracy under corruptions and calibration error only when `timed` (`evaluate` says which
+    corruptions; none: not measured)."""
     loaded = load_model(model_dir)
     backend = loaded.card.backend
     spec = loaded.signature.input_spec
@@ -58,14 +60,18 @@ def profile_model(name: str, model_dir: Path, counts: tuple[int, int], validatio
         # int8 kernels exist only in inductor's lowering; dynamic: one compilation serves every batch size
         module, runtime = compile_for_inference(module), "inductor"
     with torch.inference_mode():
-        predictions = np.concatenate([
-            module(to_model_input(validation.images[start:start + 512], spec)).argmax(1).numpy()
+        probabilities = np.concatenate([
+            torch.softmax(module(to_model_input(validation.images[start:start + 512], spec)).float(), dim=1).numpy()
             for start in range(0, len(validation), 512)])
-    accuracy = float((predictions == validation.labels).mean())
+    accuracy = float((probabilities.argmax(axis=1) == validation.labels).mean())
     if not timed:
         return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, None, None,
                             None, "not timed")
     inputs = to_model_input(validation.images[:256], spec)
     p50, p99, throughput = time_model(module, inputs, settings.latency_runs, settings.throughput_runs)
+    robustness = None if evaluate is None else measure_robustness(module, spec, validation.images, validation.labels,
+                                                                  evaluate, probabilities)
     return ModelProfile(name, backend, counts[0], counts[1], directory_bytes(model_dir), accuracy, p50, p99,
-                        throughput, runtime)
+                        throughput, runtime,
+                        None if robustness is None or not robustness.corruptions else robustness.corruption_accuracy,
+                        None if robustness is None else robustness.calibration_error)

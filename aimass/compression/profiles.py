@@ -26,6 +26,10 @@ class ModelProfile:
     latency_p99_ms: float | None
     throughput_b64: float | None  # images/s at batch 64, CPU
     runtime: str  # eager or inductor (torch.compile); "not timed"
+    # On the validation split, as evaluate measures the chosen model on test (aimass/models/robustness.py); None
+    # where not measured (a candidate the size gate rules out, or profiles written before they were measured).
+    corruption_accuracy: float | None = None
+    calibration_error: float | None = None
 
 
 def read_profiles(candidates_dir: Path) -> list[ModelProfile]:
@@ -55,7 +59,7 @@ def profiles_markdown(profiles: list[ModelProfile]) -> str:
     rows = [(p.name, p.backend, p.parameters, p.nonzero_parameters, f"{p.size_bytes / 1024:.0f}",
              f"{teacher.size_bytes / p.size_bytes:.2f}x", f"{p.accuracy:.4f}", timing(p.latency_p50_ms, ".3f"),
              timing(p.latency_p99_ms, ".3f"), timing(p.throughput_b64, ".0f"), timing(speed_up[p.name], ".2f"),
-             p.runtime) for p in profiles]
+             p.runtime, timing(p.corruption_accuracy, ".4f"), timing(p.calibration_error, ".4f")) for p in profiles]
     headers = ["model", "backend", "params", "non-zero", "KiB", "smaller", "val. accuracy", "p50 ms (b1)", "p99 ms (b1)",
-               "img/s (b64)", "speed-up (b64, x)", "runtime"]
+               "img/s (b64)", "speed-up (b64, x)", "runtime", "val. accuracy under corruptions", "val. ECE"]
     return "# Compression candidates\n\n" + markdown_table(headers, rows)

@@ -102,10 +102,11 @@ def compress(config: AimassConfig, teacher_dir: Path, splits_dir: Path, output_d
 
     report_progress(f"profiling the teacher and {len(built)} candidates")
     teacher_profile = profile_model(TEACHER, teacher_dir, count_parameters(teacher_loaded.module), validation,
-                                    settings)
+                                    settings, evaluate=config.evaluate)
     profiles = [teacher_profile] + [
         profile_model(name, path, counts, validation, settings,
-                      timed=settings.time_every_candidate or could_pass_size_gate(path, teacher_dir, config.gate))
+                      timed=settings.time_every_candidate or could_pass_size_gate(path, teacher_dir, config.gate),
+                      evaluate=config.evaluate)
         for name, (path, counts) in built.items()]
     (output_dir / PROFILES_FILE).write_text(json.dumps([asdict(p) for p in profiles], indent=2) + "\n")
     (output_dir / FAILURES_FILE).write_text(json.dumps(failures, indent=2, sort_keys=True) + "\n")

@@ -30,7 +30,9 @@ from aimass.data.card import SplitsCard
 from aimass.deployment.smoke_test import SmokeTest, send_labelled_images, smoke_test_release
 from aimass.errors import DeployError
 from aimass.gates import smoke_test_failures
+from aimass.integrity import read_verified_manifest, write_manifest
 from aimass.models.artifact import LoadedModel, load_model
+from aimass.models.card import CARD_FILE, read_model_card
 from aimass.monitoring.reference import reference_outputs, with_reference_outputs
 from aimass.registry import open_registry
 from aimass.releases import ReleaseBackend, ReleaseError, Revision, open_release_backend
@@ -85,8 +87,10 @@ def deploy(config: AimassConfig, blessed_dir: Path, splits_dir: Path, gate_metri
     outputs = reference_outputs(blessed.module, validation.images, blessed.signature.input_spec,
                                 config.monitor.reference_images)
     with tempfile.TemporaryDirectory() as scratch:  # the blessed artifact itself stays as bless wrote it
-        record = registry.push(with_reference_outputs(blessed_dir, outputs, Path(scratch) / "model"),
-                               metrics=gate_metrics, parent_version=previous.model_version if previous else None)
+        registered = with_test_figures(with_reference_outputs(blessed_dir, outputs, Path(scratch) / "model"),
+                                       gate_metrics)
+        record = registry.push(registered, metrics=gate_metrics,
+                               parent_version=previous.model_version if previous else None)
     strategy = config.deploy.strategy
     if strategy == "none":
         return DeployOutcome(record.version, None, None)
@@ -131,6 +135,20 @@ def _deploy_as_canary(config: AimassConfig, releases: ReleaseBackend, registry, 
                           f"{releases.status().model_version} keeps serving")
     registry.promote(version, PRODUCTION_ALIAS)
     return DeployOutcome(version, releases.status(), None, tuple(lines))
+
+
+# The gate's figures a model card keeps (the gate's metrics also hold per-class precision and recall).
+CARD_FIGURES = ("accuracy", "macro_f1", "roc_auc_ovr", "corruption_accuracy", "calibration_error")
+
+
+def with_test_figures(model_dir: Path, gate_metrics: dict[str, float]) -> Path:
+    """`model_dir` (a registration copy) with the gate's test figures in its card, its manifest rewritten."""
+    manifest = read_verified_manifest(model_dir)
+    card = read_model_card(model_dir)
+    figures = {name: float(gate_metrics[name]) for name in CARD_FIGURES if name in gate_metrics}
+    (model_dir / CARD_FILE).write_text(card.model_copy(update={"evaluation": figures or None}).to_json())
+    write_manifest(model_dir, {key: value for key, value in manifest.items() if key != "sha256"})
+    return model_dir
 
 
 def _current_revision(releases: ReleaseBackend) -> Revision | None:

@@ -2,7 +2,8 @@
 recall and F1, and the confusion matrix (scikit-learn's implementations)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
@@ -15,9 +16,17 @@ class Evaluation:
     roc_auc_ovr: float  # macro average of one-vs-rest ROC-AUC
     per_class: list[dict]  # name, precision, recall, f1, support
     confusion: list[list[int]]  # rows: true class, columns: predicted class
+    # aimass/models/robustness.py: NaN (and no corruptions) when not measured
+    corruption_accuracy: float = math.nan  # mean accuracy over every corruption and severity measured
+    corruptions: dict[str, dict[int, float]] = field(default_factory=dict)  # corruption -> severity -> accuracy
+    calibration_error: float = math.nan  # expected calibration error
 
     def headline(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "roc_auc_ovr": self.roc_auc_ovr}
+        """The figures a run records (metrics, the registry's gate metrics, the model card); unmeasured ones left
+        out."""
+        figures = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "roc_auc_ovr": self.roc_auc_ovr,
+                   "corruption_accuracy": self.corruption_accuracy, "calibration_error": self.calibration_error}
+        return {name: value for name, value in figures.items() if not math.isnan(value)}
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> Evaluation:

@@ -2,6 +2,7 @@
 score the choice on the test split, compare it with production on the same split, and apply the gate."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from aimass.models.architecture import Signature, predict_probabilities
 from aimass.models.artifact import load_model
 from aimass.errors import ArtifactIntegrityError
 from aimass.models.card import chosen_model_dir
+from aimass.models.robustness import measure_robustness
 from aimass.reports import markdown_table
 
 
@@ -43,7 +45,13 @@ def evaluate(config: AimassConfig, teacher_dir: Path, candidates_dir: Path, spli
     loaded = load_model(chosen_model_dir(teacher_dir, candidates_dir, choice.chosen))
     signature = loaded.signature
     probabilities = predict_probabilities(loaded.module, test.images, signature.input_spec)
-    evaluation = score_predictions(test.labels.astype(np.int64), probabilities, signature.class_names)
+    labels = test.labels.astype(np.int64)
+    robustness = measure_robustness(loaded.module, signature.input_spec, test.images, labels, config.evaluate,
+                                    probabilities)
+    evaluation = dataclasses.replace(score_predictions(labels, probabilities, signature.class_names),
+                                     corruption_accuracy=robustness.corruption_accuracy,
+                                     corruptions=robustness.corruptions,
+                                     calibration_error=robustness.calibration_error)
     data = SplitsCard.read(splits_dir)
     baselines = GateBaselines(majority_baseline(splits["train"].labels, test.labels),
                               *_production_accuracy(config, data.name, signature, test))
@@ -89,4 +97,19 @@ def evaluation_markdown(outcome: EvaluationOutcome) -> str:
     return (f"# Evaluation gate {verdict}: {outcome.choice.chosen}\n\n{reasons}\n\nModel lineage: {provenance}\n\n"
             f"## Compression choice: {outcome.choice.chosen}\n\n{choice}\n\n"
             f"{profiles_markdown(outcome.profiles).replace('# Compression candidates', '### Side by side')}\n"
-            f"## Test metrics of {outcome.choice.chosen}\n\n{headline}\n## Per class\n\n{per_class}")
+            f"## Test metrics of {outcome.choice.chosen}\n\n{headline}\n{robustness_markdown(evaluation)}"
+            f"## Per class\n\n{per_class}")
+
+
+def robustness_markdown(evaluation: Evaluation) -> str:
+    """Accuracy per corruption and severity, and the calibration error, or a line saying they were not measured."""
+    calibration = (f"Expected calibration error: {evaluation.calibration_error:.4f} (0: confidence matches accuracy)."
+                   if evaluation.calibration_error == evaluation.calibration_error else "")
+    if not evaluation.corruptions:
+        return f"## Robustness\n\nNo corruption measured (evaluate.corruptions is empty). {calibration}\n\n"
+    severities = sorted({severity for by_severity in evaluation.corruptions.values() for severity in by_severity})
+    rows = [(name, *(f"{by_severity[severity]:.4f}" for severity in severities))
+            for name, by_severity in evaluation.corruptions.items()]
+    table = markdown_table(["corruption", *(f"severity {severity}" for severity in severities)], rows)
+    return (f"## Robustness: accuracy under corruptions, mean {evaluation.corruption_accuracy:.4f}\n\n{table}\n"
+            f"{calibration}\n\n")

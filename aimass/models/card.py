@@ -61,6 +61,9 @@ class ModelProvenance(_Record):
     teacher_training: dict[str, Any] | None = None  # a compressed candidate: its teacher's record
     compression: CompressionRecord | None = None  # a compressed candidate: how it was made
     config: dict[str, Any] = {}  # the resolved AimassConfig of the run
+    # Added at registration: the test figures the gate judged (accuracy, macro-F1, ROC-AUC, accuracy under
+    # corruptions, calibration error), so whoever serves the model sees them.
+    evaluation: dict[str, float] | None = None
 
     def for_candidate(self, method: str, backend: str) -> ModelProvenance:
         """The provenance of a candidate compressed from this (the teacher's) model: the same data and lineage,

@@ -67,7 +67,8 @@ def load_served_model(name: str, version: str, revision: int | None, model_dir: 
     # A compressed model's card carries its teacher's training record, not a validation score of its own.
     about = {"dataset": card.dataset.name, "lineage": card.lineage, "validation_accuracy": card.validation_accuracy,
              "validation_accuracy_of": card.validation_accuracy_of,
-             "compression": card.compression.method if card.compression else None}
+             "compression": card.compression.method if card.compression else None,
+             "evaluation": card.evaluation or {}}
     served = ServedModel(name, version, revision, module, list(signature.class_names), signature.input_spec, target,
                          about, card.data_profile, read_reference_outputs(model_dir))
     # The compiler specialises batch size 1 and guards int8 graphs to 2..15 and 16 and up: one warm-up per range,

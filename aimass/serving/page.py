@@ -60,6 +60,10 @@ function row(table, cells, header) {
   table.appendChild(tr);
 }
 
+function figure(value) {  // a figure of the model card's evaluation, or why there is none
+  return value == null ? "not recorded (registered before it was measured)" : value.toFixed(4);
+}
+
 function say(text, isError) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -87,6 +91,9 @@ async function loadCard() {
                 ["validation accuracy (" + (p.validation_accuracy_of || "unknown") + ")",
                  p.validation_accuracy == null ? "unknown" : p.validation_accuracy.toFixed(4)],
                 ["compression", p.compression || "none"],
+                ["test accuracy (the gate's)", figure((p.evaluation || {}).accuracy)],
+                ["test accuracy under corruptions", figure((p.evaluation || {}).corruption_accuracy)],
+                ["calibration error (ECE)", figure((p.evaluation || {}).calibration_error)],
                 ["data version", lineage.data_md5 || "unknown"],
                 ["git commit", lineage.git_commit || "unknown"],
                 ["pipeline run", lineage.run_name || "unknown"]];

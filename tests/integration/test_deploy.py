@@ -9,7 +9,8 @@ from aimass.errors import AimassError
 from aimass.registry import open_registry
 from aimass.releases import UNINSTALLED, ReleaseError, open_release_backend
 
-GATE_METRICS = {"accuracy": 0.75, "macro_f1": 0.74}
+GATE_METRICS = {"accuracy": 0.75, "macro_f1": 0.74, "corruption_accuracy": 0.61, "calibration_error": 0.05,
+                "precision_Bag": 0.8}
 DATASET = "fashion-mnist"  # the tiny splits' data set: the model is registered under its name
 
 
@@ -37,6 +38,29 @@ def test_a_deploy_publishes_releases_and_smoke_tests_the_served_model(config, ti
     status = open_release_backend(config, registry).status()
     assert (status.revision, status.model_version, status.triggered_by) == (1, "v1", "pipeline run r-1")
     assert "Deployed fashion-mnist v1 as revision 1" in outcome.markdown()
+
+
+def test_the_registered_model_card_keeps_the_test_figures_the_gate_judged(config, tiny_teacher, tiny_splits_dir,
+                                                                             tmp_path):
+    from aimass.models.card import read_model_card
+
+    deploy(config, tiny_teacher[0], tiny_splits_dir, GATE_METRICS, "pipeline run r-1")
+    open_registry(config, DATASET).pull("v1", tmp_path / "pulled")
+    assert read_model_card(tmp_path / "pulled").evaluation == {"accuracy": 0.75, "macro_f1": 0.74,
+                                                               "corruption_accuracy": 0.61, "calibration_error": 0.05}
+    assert read_model_card(tiny_teacher[0]).evaluation is None  # the blessed artifact itself is left as it was
+
+
+def test_the_served_models_metadata_shows_those_figures(config, tiny_teacher, tiny_splits_dir):
+    import httpx
+
+    from aimass.serving import ReleaseSource, running_server
+
+    deploy(config, tiny_teacher[0], tiny_splits_dir, GATE_METRICS, "pipeline run r-1")
+    with running_server(DATASET, ReleaseSource(config, DATASET), config) as server:
+        parameters = httpx.get(f"{server.url}/v2/models/{DATASET}").json()["parameters"]
+    assert parameters["evaluation"]["corruption_accuracy"] == 0.61
+    assert parameters["evaluation"]["calibration_error"] == 0.05
 
 
 def test_a_second_deploy_records_the_first_as_its_parent(config, tiny_teacher, tiny_splits_dir):

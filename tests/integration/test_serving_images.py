@@ -197,6 +197,8 @@ def test_the_page_shows_the_models_card_and_classifies_a_picked_image(server, te
     assert page.problems == []
     assert f"sneaker.png: {expected} ({MODEL} v1)" in page.text
     assert "classes\t10: T-shirt/top, Trouser" in page.text and "data version" in page.text
+    # pushed straight to the registry, not by deploy: the card records no test figures, and the page says so
+    assert "test accuracy under corruptions\tnot recorded (registered before it was measured)" in page.text
     assert "%" in page.text  # the top classes with their probabilities
     assert "Window: " in page.text and "images of v1; drift" in page.text  # the monitor's view
 

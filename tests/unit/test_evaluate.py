@@ -98,3 +98,25 @@ def test_evaluate_scores_the_chosen_model_and_explains_the_choice(tiny_teacher, 
     assert outcome.markdown().startswith("# Evaluation gate PASSED: quantize_int8")
     assert "**quantize_int8**: chosen (smallest qualifying)" in outcome.markdown()
     assert f"data_md5 `{'d' * 32}.dir`" in outcome.markdown()
+
+
+def test_evaluate_measures_the_chosen_model_under_every_corruption_and_its_calibration(tiny_teacher, tiny_splits_dir,
+                                                                                     tmp_path):
+    from aimass.compression.stage import compress
+
+    config = load_config("tiny", [f"data.repo_dir={tmp_path}", "compress.methods=[quantize_int8]",
+                                  "evaluate.corruptions=[gaussian_noise,jpeg]", "evaluate.severities=[1,5]"])
+    compress(config, tiny_teacher[0], tiny_splits_dir, tmp_path / "candidates")
+    outcome = evaluate(config, tiny_teacher[0], tmp_path / "candidates", tiny_splits_dir)
+    evaluation = outcome.evaluation
+    assert set(evaluation.corruptions) == {"gaussian_noise", "jpeg"}
+    assert all(set(by_severity) == {1, 5} for by_severity in evaluation.corruptions.values())
+    assert evaluation.corruption_accuracy < evaluation.accuracy
+    assert 0 <= evaluation.calibration_error <= 1
+    assert {"corruption_accuracy", "calibration_error"} <= set(evaluation.headline())
+    report = outcome.markdown()
+    assert f"## Robustness: accuracy under corruptions, mean {evaluation.corruption_accuracy:.4f}" in report
+    assert f"Expected calibration error: {evaluation.calibration_error:.4f}" in report
+    teacher, candidate = outcome.profiles
+    assert teacher.corruption_accuracy is not None and teacher.calibration_error is not None
+    assert "val. accuracy under corruptions" in report
