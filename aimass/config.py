@@ -652,7 +652,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "compress": {"calibration_images": 128, "distill_epochs": 1, "int8_runtime": "eager",
                      "latency_runs": 20, "throughput_runs": 3},
         "gate": {"min_accuracy": 0.5, "min_macro_f1": 0.4, "max_accuracy_drop": 0.05},
-        "evaluate": {"robustness_images": 200},
+        "evaluate": {"robustness_images": 100, "severities": (3,)},
         "serving": {"smoke_test_images": 200},
         "hpo": {"enabled": True, "strategy": "grid", "trial_epochs": 1, "parallelism": 2,
                 "space": {"train.learning_rate": {"values": [0.001, 0.05]}, "model.dropout": {"values": [0.0, 0.2]}}},

@@ -234,3 +234,15 @@ def production_card(registry: ModelRegistry, alias: str = "production") -> tuple
         return None
     record, data = registry.read_file(alias, CARD_FILE)
     return record, ModelCard.parse(data, f"{registry.model_name} {record.version}'s {CARD_FILE}")
+
+
+def production_or_why_not(registry: ModelRegistry) -> tuple[tuple[ModelVersion, ModelCard] | None, str]:
+    """(the production version and its card, "") or (None, why there is none to compare with): no version carries
+    the alias yet, or an earlier aimass wrote its card."""
+    try:
+        found = production_card(registry)
+    except ArtifactIntegrityError as error:
+        return None, f"production was written by an earlier aimass ({error})"
+    if found is None:
+        return None, f"no production model of {registry.model_name} yet"
+    return found, ""

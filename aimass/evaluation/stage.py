@@ -17,7 +17,6 @@ from aimass.gates import (CompressionChoice, GateBaselines, GateDecision, choose
                           majority_baseline)
 from aimass.models.architecture import Signature, predict_probabilities
 from aimass.models.artifact import load_model
-from aimass.errors import ArtifactIntegrityError
 from aimass.models.card import chosen_model_dir
 from aimass.models.robustness import measure_robustness
 from aimass.reports import markdown_table
@@ -64,15 +63,12 @@ def _production_accuracy(config: AimassConfig, dataset_name: str, signature: Sig
     """The production model's accuracy on this test split, or why it cannot be compared."""
     import tempfile
 
-    from aimass.registry import open_registry, production_card
+    from aimass.registry import open_registry, production_or_why_not
 
     registry = open_registry(config, dataset_name)
-    try:
-        found = production_card(registry)
-    except ArtifactIntegrityError as error:
-        return None, f"production was written by an earlier aimass ({error}): not comparable, so it is not a baseline"
+    found, why_not = production_or_why_not(registry)
     if found is None:
-        return None, f"no production model of {registry.model_name} yet: nothing to compare with"
+        return None, f"{why_not}: nothing to compare with"
     record, card = found
     theirs = Signature.of_model_card(card)
     if (theirs.class_names, theirs.input_spec.shape) != (signature.class_names, signature.input_spec.shape):

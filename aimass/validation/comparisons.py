@@ -9,7 +9,6 @@ import numpy as np
 
 from aimass.config import AimassConfig, ValidationConfig
 from aimass.data.card import SPLITS, SplitsCard
-from aimass.errors import ArtifactIntegrityError
 from aimass.data.profile import NUMERIC_STATISTICS, DistanceCheck, compare_profiles, profile_split
 
 HELD_OUT = ("validation", "test")
@@ -46,17 +45,13 @@ def skew_comparisons(profiles: dict[str, dict], config: ValidationConfig) -> lis
 def drift_comparison(train_statistics: dict[str, np.ndarray], train_labels: np.ndarray, card: SplitsCard,
                      config: AimassConfig) -> tuple[DistanceComparison | None, str]:
     """This version's training data against the profile stored with the production model, or why not."""
-    from aimass.registry import open_registry, production_card
+    from aimass.registry import open_registry, production_or_why_not
 
     if not config.validation.drift_against_production:
         return None, "drift check off (validation.drift_against_production=false)"
-    registry = open_registry(config, card.name)
-    try:
-        found = production_card(registry)
-    except ArtifactIntegrityError as error:
-        return None, f"production was written by an earlier aimass ({error}): no drift baseline"
+    found, why_not = production_or_why_not(open_registry(config, card.name))
     if found is None:
-        return None, f"no production model of {registry.model_name} yet: no drift baseline"
+        return None, f"{why_not}: no drift baseline"
     record, model_card = found
     reference = model_card.data_profile
     if reference is None or tuple(model_card.class_names) != card.class_names:
