@@ -31,6 +31,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -281,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubectl", default=shutil.which("kubectl") or str(REPO_ROOT / ".venv" / "bin" / "kubectl"))
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        work_dir = args.work_dir or Path(stack.enter_context(__import__("tempfile").TemporaryDirectory(
-            prefix="aimass-k8s-")))
+        work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aimass-k8s-")))
         started = time.monotonic()
         try:
             server = stack.enter_context(running_apiserver(work_dir.resolve(), args.kubectl))

@@ -18,8 +18,7 @@ import numpy as np
 
 from aimass.config import ValidationConfig
 from aimass.data.near_duplicates import nearest_within
-
-HELD_OUT = ("validation", "test")
+from aimass.validation.comparisons import HELD_OUT
 
 
 @dataclass(frozen=True)
