@@ -160,19 +160,58 @@ class AugmentConfig(_Section):
 
 BUILT_IN_CNN = "aimass-cnn"
 HF_PREFIX = "hf:"
+TIMM_PREFIX = "timm:"
+TORCHVISION_PREFIX = "torchvision:"
+# What model.architecture and compress.student accept; each library's names are checked against its own registry.
+ARCHITECTURE_PATTERN = r"^(aimass-cnn|hf:\S+|timm:[\w.]+|torchvision:\w+)$"
+
+
+def _check_library_model_name(architecture: str) -> str:
+    """A timm or torchvision name must be one its library builds: a typo fails when the configuration loads, with the
+    nearest names, not an hour later in the train step. The registries are read in memory (nothing downloads)."""
+    import difflib
+
+    if architecture.startswith(TIMM_PREFIX):
+        import timm
+
+        name = architecture.removeprefix(TIMM_PREFIX)
+        known, candidates = timm.is_model(name), timm.list_models()
+    elif architecture.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        name = architecture.removeprefix(TORCHVISION_PREFIX)
+        candidates = torchvision.models.list_models(module=torchvision.models)  # image classifiers only
+        known = name in candidates
+    else:
+        return architecture
+    if not known:
+        library = architecture.split(":")[0]
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(library + ':' + match for match in close)}?" if close else ""
+        raise ValueError(f"{architecture}: {library} has no image classifier named {name!r}{hint}")
+    return architecture
 
 
 class ModelConfig(_Section):
     architecture: str = Field(
-        BUILT_IN_CNN, pattern=r"^(aimass-cnn|hf:\S+)$",
-        description="aimass-cnn (the built-in CNN, sized below) or hf:CHECKPOINT, a Hugging Face image-classification "
+        BUILT_IN_CNN, pattern=ARCHITECTURE_PATTERN,
+        description="aimass-cnn (the built-in CNN, sized below); hf:CHECKPOINT, a Hugging Face image-classification "
                     "checkpoint: a folder written by save_pretrained (config.json, model.safetensors, "
                     "preprocessor_config.json; config.json alone starts from random weights), or a Hub id where the "
-                    "Hub is reachable. Its head is replaced for the data set's classes")
+                    "Hub is reachable; timm:NAME, a timm model (resnet18, efficientnet_b0, convnext_atto, ...); or "
+                    "torchvision:NAME, a torchvision classification builder (resnet18, mobilenet_v3_small, ...). "
+                    "The head is replaced for the data set's classes")
+    checkpoint: str | None = Field(
+        None, description="timm: and torchvision: only: local pretrained weights, never downloaded. timm: a folder "
+                          "as timm's save_pretrained/push_to_hub writes it (config.json with pretrained_cfg, "
+                          "model.safetensors); torchvision: a .safetensors state dict of the builder's model. Its "
+                          "preprocessing becomes the run's. None: random weights, the data decides the preprocessing")
     channels: tuple[int, int, int] = Field((32, 64, 128), description="aimass-cnn: output channels of the three "
                                                                       "conv blocks")
     hidden_units: int = Field(256, ge=8, description="aimass-cnn: width of the hidden layer of the head")
     dropout: float = Field(0.0, ge=0, lt=1, description="aimass-cnn: dropout before the output layer")
+
+    _architecture_is_known = field_validator("architecture")(_check_library_model_name)
 
     @model_validator(mode="after")
     def _local_checkpoint_is_absolute(self) -> ModelConfig:
@@ -182,11 +221,28 @@ class ModelConfig(_Section):
             folder = Path(self.architecture[len(HF_PREFIX):]).expanduser()
             if folder.is_dir() and not folder.is_absolute():
                 object.__setattr__(self, "architecture", HF_PREFIX + str(folder.resolve()))
+        if self.checkpoint is not None:
+            if not self.architecture.startswith((TIMM_PREFIX, TORCHVISION_PREFIX)):
+                raise ValueError(f"model.checkpoint applies to timm: and torchvision: architectures, not "
+                                 f"{self.architecture} (a Hugging Face checkpoint is named by hf:FOLDER itself)")
+            path = Path(self.checkpoint).expanduser()
+            if path.exists() and not path.is_absolute():
+                object.__setattr__(self, "checkpoint", str(path.resolve()))
         return self
 
     @property
     def is_built_in(self) -> bool:
         return self.architecture == BUILT_IN_CNN
+
+    @property
+    def library(self) -> str:
+        """Who builds the network: aimass, hf, timm or torchvision."""
+        return "aimass" if self.is_built_in else self.architecture.split(":", 1)[0]
+
+    @property
+    def library_name(self) -> str:
+        """The name the library knows the network by (a Hugging Face checkpoint's folder or Hub id)."""
+        return self.architecture.split(":", 1)[1] if ":" in self.architecture else self.architecture
 
 
 class TrainConfig(_Section):
@@ -249,10 +305,11 @@ class CompressConfig(_Section):
     calibration_images: int = Field(1024, ge=16, description="training images that calibrate int8 activations")
     int8_runtime: Literal["inductor", "eager"] = Field(
         "inductor", description="how int8 candidates are timed: torch.compile (real int8 kernels) or eager")
-    student: str = Field(BUILT_IN_CNN, pattern=r"^(aimass-cnn|hf:\S+)$",
-                         description="the distillation student: aimass-cnn (sized by student_channels and "
-                                     "student_hidden_units) or hf:FOLDER holding a Hugging Face config.json, built "
-                                     "from random weights")
+    student: str = Field(BUILT_IN_CNN, pattern=ARCHITECTURE_PATTERN,
+                         description="the distillation student, from random weights: aimass-cnn (sized by "
+                                     "student_channels and student_hidden_units), hf:FOLDER holding a Hugging Face "
+                                     "config.json, or a smaller timm: or torchvision: model than the teacher")
+    _student_is_known = field_validator("student")(_check_library_model_name)
     student_channels: tuple[int, int, int] = (16, 32, 64)
     student_hidden_units: int = Field(128, ge=8)
     distill_epochs: int = Field(3, ge=1)

@@ -104,9 +104,13 @@ def step_container(config: AimassConfig, pipeline_root: Path) -> StepContainer:
 
 
 def _checkpoint_folders(config: AimassConfig) -> list[Path]:
-    """Hugging Face checkpoint folders the run's model or student load from (a Hub id needs no mount)."""
+    """Checkpoint folders the run's model or student load from: Hugging Face folders (a Hub id needs no mount) and
+    a timm or torchvision checkpoint (a torchvision state dict's folder)."""
     sources = [config.model.architecture, config.compress.student]
     folders = [Path(source[len(HF_PREFIX):]) for source in sources if source.startswith(HF_PREFIX)]
+    if config.model.checkpoint is not None:
+        checkpoint = Path(config.model.checkpoint)
+        folders.append(checkpoint if checkpoint.is_dir() else checkpoint.parent)
     return [folder for folder in folders if folder.is_absolute() and folder.is_dir()]
 
 

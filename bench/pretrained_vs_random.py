@@ -1,16 +1,19 @@
-"""Does bringing a pretrained checkpoint pay? The same small Hugging Face ResNet fine-tuned on 500 of scikit-learn's
-digits, once from weights aimass pretrained on Fashion-MNIST and once from random weights, with the same budget,
-preprocessing and seeds, side by side in one run.
+"""Does bringing a pretrained checkpoint pay? The same network fine-tuned on 500 of scikit-learn's digits, once from
+weights aimass pretrained on Fashion-MNIST and once from random weights, with the same budget, preprocessing and
+seeds, side by side in one run. The network is a small Hugging Face ResNet (default) or a timm model
+(`--architecture timm:resnet10t`).
 
-1. pretrain: aimass trains `hf:` a ResNet config (no weights) on the real Fashion-MNIST; the model it saves is a
-   Hugging Face checkpoint (save_pretrained + its image processor's settings);
+1. pretrain: aimass trains `hf:` a ResNet config (no weights), or `timm:NAME` from random weights, on the real
+   Fashion-MNIST; the model it saves is a checkpoint of that library (save_pretrained + the image processor's
+   settings, or timm's config.json with the run's preprocessing as its pretrained_cfg, + model.safetensors);
 2. fine-tune: the digits (8x8 grey PNG files, 500 for training and validation, the other 1,297 as the test split)
-   from `hf:<that model>` and from `hf:<a folder with the same config.json and preprocessor_config.json, no
-   weights>`, `--seeds` times each; report test accuracy.
+   from that checkpoint and from a folder holding its config files but no weights (the same network and
+   preprocessing, random weights), `--seeds` times each; report test accuracy.
 
 Every step is the pipeline's own stage function (ingest, train), on the CPU.
 
-    python bench/pretrained_vs_random.py [--pretrain-steps 600] [--finetune-steps 60] [--seeds 3] [--keep DIR]
+    python bench/pretrained_vs_random.py [--architecture hf|timm:NAME] [--pretrain-steps 600] [--finetune-steps 60]
+                                         [--seeds 3] [--keep DIR]
 
 With --keep, the Fashion-MNIST checkpoint and its splits stay in DIR, for bench/compression.py --teacher/--splits
 (`--seeds 0 --hidden-sizes 64,128,256 --pretrain-steps 1260 --keep DIR`: a larger ResNet, pretraining only).
@@ -85,15 +88,18 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--hidden-sizes", default="32,64,128", help="the ResNet's stage widths")
+    parser.add_argument("--architecture", default="hf", help="hf (a small transformers ResNet) or timm:NAME")
+    parser.add_argument("--hidden-sizes", default="32,64,128", help="the Hugging Face ResNet's stage widths")
     parser.add_argument("--keep", type=Path, help="keep the Fashion-MNIST checkpoint and splits in this folder")
     args = parser.parse_args()
     widths = [int(width) for width in args.hidden_sizes.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         fashion = dvc_repo(work / "fashion", DEFAULT_SOURCE_DIR)
-        pretrain = load_config("quick", [f"data.repo_dir={fashion}", f"model.architecture=hf:{resnet_config(work / 'config', widths)}",
-                                         f"train.steps={args.pretrain_steps}", "train.early_stopping=false"])
+        network = (f"model.architecture=hf:{resnet_config(work / 'config', widths)}" if args.architecture == "hf"
+                   else f"model.architecture={args.architecture}")
+        pretrain = load_config("quick", [f"data.repo_dir={fashion}", network, f"train.steps={args.pretrain_steps}",
+                                         "train.early_stopping=false"])
         started = time.perf_counter()
         ingest(pretrain, work / "fashion-splits")
         result = train(pretrain, work / "fashion-splits", work / "fashion-resnet", LINEAGE)
@@ -105,14 +111,17 @@ def main() -> None:
         random_init = work / "random-init"
         random_init.mkdir()
         for name in ("config.json", "preprocessor_config.json"):  # the same network and preprocessing, no weights
-            shutil.copy(pretrained / name, random_init / name)
+            if (pretrained / name).exists():
+                shutil.copy(pretrained / name, random_init / name)
 
         digits = dvc_repo(work / "digits", write_digits(work / "digits-source"))
         accuracies: dict[str, list[float]] = {"pretrained": [], "random": []}
         for seed in range(args.seeds):
             for name, checkpoint in (("pretrained", pretrained), ("random", random_init)):
+                model = ([f"model.architecture=hf:{checkpoint}"] if args.architecture == "hf" else
+                         [f"model.architecture={args.architecture}", f"model.checkpoint={checkpoint}"])
                 config = load_config("quick", [
-                    f"data.repo_dir={digits}", f"model.architecture=hf:{checkpoint}", f"train.seed={seed}",
+                    f"data.repo_dir={digits}", *model, f"train.seed={seed}",
                     f"split.seed={seed}", f"train.steps={args.finetune_steps}", "train.batch_size=32",
                     "train.early_stopping=false", "train.learning_rate=0.05"])
                 splits = work / f"digits-splits-{seed}"
@@ -132,7 +141,7 @@ def main() -> None:
     summary = {name: {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4),
                       "max": round(max(values), 4)} for name, values in accuracies.items()}
     summary["gain_points"] = round(100 * (summary["pretrained"]["mean"] - summary["random"]["mean"]), 2)
-    summary.update({"digits_train_and_validation": DIGITS_TRAIN, "finetune_steps": args.finetune_steps,
+    summary.update({"architecture": args.architecture, "digits_train_and_validation": DIGITS_TRAIN, "finetune_steps": args.finetune_steps,
                     "pretrain_steps": args.pretrain_steps, "seeds": args.seeds})
     print(json.dumps(summary))
 

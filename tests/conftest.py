@@ -141,6 +141,33 @@ def save_tiny_resnet(folder, num_labels=5, size=32, resample=3, mean=(0.5, 0.4, 
     return folder
 
 
+def save_tiny_timm_checkpoint(folder, name="test_resnet", classes=("a", "b", "c", "d", "e", "f", "g"), channels=3,
+                              size=24, crop_pct=0.875, interpolation="bicubic", mean=(0.5, 0.4, 0.3),
+                              std=(0.5, 0.6, 0.7)):
+    """A small timm network (its own classes and preprocessing) saved as timm's save_pretrained writes it."""
+    import timm
+    import torch
+
+    torch.manual_seed(1)
+    network = timm.create_model(name, num_classes=len(classes), in_chans=channels)
+    timm.models.save_for_hf(network, folder, safe_serialization=True, model_config={"label_names": list(classes)},
+                            data_config={"input_size": (channels, size, size), "crop_pct": crop_pct,
+                                         "interpolation": interpolation, "mean": mean, "std": std})
+    return folder
+
+
+def save_tiny_torchvision_state_dict(path, name="mobilenet_v3_small", classes=1000):
+    """A torchvision builder's network, as a plain safetensors state dict (what a user converts a .pth into)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    network = torchvision.models.get_model(name, weights=None, num_classes=classes)
+    save_file({key: value.contiguous() for key, value in network.state_dict().items()}, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory) -> Path:
     return write_digits_folder(tmp_path_factory.mktemp("digits-source") / "digits")

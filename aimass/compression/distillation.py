@@ -10,7 +10,7 @@ from aimass.compression.fine_tuning import WHOLE_NETWORK
 from aimass.config import AimassConfig, ModelConfig
 from aimass.data.arrays import ImageSet
 from aimass.data.preprocess import InputSpec, to_model_input
-from aimass.models.architecture import Signature, build_classifier
+from aimass.models.architecture import Signature, build_model
 from aimass.training.batches import plain_batches
 from aimass.training.devices import FastPath, select_device
 from aimass.training.loop import LossFunction, fit
@@ -48,13 +48,7 @@ def distill(teacher: nn.Module, config: AimassConfig, train_set: ImageSet, valid
                         hidden_units=settings.student_hidden_units, dropout=config.model.dropout)
     device = select_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    if shape.is_built_in:
-        student = build_classifier(shape, signature)
-    else:
-        from aimass.models.huggingface import from_checkpoint
-
-        student, _ = from_checkpoint(shape.architecture, signature.class_names, signature.input_spec.model_shape[0],
-                                     pretrained=False)
+    student, _ = build_model(shape, signature, pretrained=False)
     student = student.to(device)
     spec = signature.input_spec
     soft_targets = teacher_logits(teacher.to(device), train_set.images, spec,

@@ -7,6 +7,7 @@ sha256-manifested directory, verified on every use, and published in one rename 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -66,7 +67,9 @@ def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cac
     and a manifest holding the input spec."""
     card = DataCard.read(data_dir)
     spec = resolve_input_spec(card, data_dir, settings, checkpoint)
-    key = hashlib.sha256(json.dumps({"md5": data_md5, "spec": spec.to_dict(), "format": DECODED_FORMAT},
+    model_channels = checkpoint.channels if checkpoint else spec.channels  # the statistics are repeated to these
+    key = hashlib.sha256(json.dumps({"md5": data_md5, "spec": spec.to_dict(), "format": DECODED_FORMAT,
+                                     **({"model_channels": model_channels} if model_channels != spec.channels else {})},
                                     sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_root / key
     if (cached / "manifest.json").is_file():
@@ -81,7 +84,7 @@ def decode_data_version(data_dir: Path, data_md5: str, settings: DataConfig, cac
         counts = _decode_idx(card, data_dir, spec, staging) if card.layout == "idx" else \
             _decode_files(data_dir, spec, staging)
         if not spec.mean:  # no checkpoint fixed them: the training split's own
-            spec = _with_training_statistics(spec, staging, checkpoint.channels if checkpoint else spec.channels)
+            spec = _with_training_statistics(spec, staging, model_channels)
         write_manifest(staging, {"kind": "aimass-decoded-images", "data_md5": data_md5, "splits": counts,
                                  "input_spec": spec.to_dict(), "format": DECODED_FORMAT})
     total = sum(counts.values())
@@ -165,6 +168,5 @@ def _with_training_statistics(spec: InputSpec, decoded_dir: Path, model_channels
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 0.0))
     repeat = model_channels // spec.channels
-    return InputSpec(spec.channels, spec.height, spec.width, spec.resize,
-                     mean=tuple(round(float(m), 6) for m in mean) * repeat,
-                     std=tuple(round(max(float(s), 1e-3), 6) for s in std) * repeat, resample=spec.resample)
+    return dataclasses.replace(spec, mean=tuple(round(float(m), 6) for m in mean) * repeat,
+                               std=tuple(round(max(float(s), 1e-3), 6) for s in std) * repeat)

@@ -1,17 +1,26 @@
-"""A Hugging Face image processor's settings (`preprocessor_config.json`, with `config.json`'s channels) as aimass's
-one preprocessing (aimass/data/preprocess.py) reproduces them, and the way back for a model aimass saves.
-Only JSON is read here.
+"""A pretrained model's own preprocessing as aimass's one preprocessing (aimass/data/preprocess.py) reproduces it:
+a Hugging Face image processor (`preprocessor_config.json`, with `config.json`'s channels), timm's `pretrained_cfg`
+and torchvision's weights transforms; and the way back for a model aimass saves. Only JSON and plain values are read
+here (no torch).
+
+How timm's pretrained_cfg maps (its eval transform, timm.data.create_transform):
+    input_size (C, H, W)             -> channels and size
+    crop_pct, crop_mode              -> crop_fraction; center -> `center-crop`, squash -> `squash`, border -> `pad`
+    interpolation, mean, std         -> the same filter and per-channel scaling
+torchvision's ImageClassification(resize_size, crop_size, mean, std, interpolation) is `center-crop` to crop_size with
+crop_fraction = crop_size / resize_size (224/256 for most of its weights).
 
 How an image processor's settings map onto aimass's preprocessing:
     size {height, width} or an int   -> that size, `squash` (what ViT's processor does)
-    size {shortest_edge} [+ crop]    -> `center-crop` to crop_size (else shortest_edge) on both sides; a crop_pct
-                                        margin (ConvNeXT) is not reproduced: the whole shorter side is kept
+    size {shortest_edge} [+ crop]    -> `center-crop` to crop_size (else shortest_edge) on both sides; ConvNeXT's
+                                        crop_pct (below 384 pixels) is the crop_fraction
     resample (Pillow's filter number) -> the same filter
     image_mean / image_std           -> the per-channel scaling (do_normalize false: none)
     rescale_factor                   -> must be 1/255 (pixels to 0..1), the only scale aimass applies
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +45,21 @@ class CheckpointPreprocessing:
     resample: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    crop_fraction: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointPreprocessing:
+        values = json.loads(text)
+        return cls(**{**values, **{key: tuple(values[key]) for key in ("mean", "std") if values.get(key)}})
+
+    @classmethod
+    def of_spec(cls, spec: InputSpec) -> CheckpointPreprocessing:
+        """Everything `spec` fixes, for a checkpoint aimass saves."""
+        return cls(spec.model_shape[0], spec.height, spec.width, spec.resize, spec.resample, spec.mean, spec.std,
+                   spec.crop_fraction)
 
 
 def read_preprocessing(folder: Path) -> CheckpointPreprocessing:
@@ -62,7 +86,64 @@ def read_preprocessing(folder: Path) -> CheckpointPreprocessing:
     elif not settings.get("do_normalize", True):
         mean, std = (0.0,) * channels, (1.0,) * channels
     resample = _PILLOW_FILTERS.get(settings.get("resample"), None) if "resample" in settings else None
-    return CheckpointPreprocessing(channels, height, width, resize, resample, mean, std)
+    return CheckpointPreprocessing(channels, height, width, resize, resample, mean, std,
+                                   _convnext_crop_fraction(settings, height))
+
+
+def _convnext_crop_fraction(settings: dict, side: int | None) -> float | None:
+    """ConvNeXT's processor resizes the shorter side to shortest_edge / crop_pct and crops shortest_edge, below 384
+    pixels (above, it squashes to the size, which `_size` reads as a centre crop of the whole side)."""
+    if "crop_pct" not in settings or side is None or side >= 384 or "shortest_edge" not in (settings.get("size") or {}):
+        return None
+    return float(settings["crop_pct"])
+
+
+_TIMM_CROP_MODES = {"center": "center-crop", "squash": "squash", "border": "pad"}
+
+
+def timm_preprocessing(pretrained_cfg: dict, where: Path) -> CheckpointPreprocessing:
+    """What a timm checkpoint's pretrained_cfg (config.json) fixes about its input.
+
+    Raises:
+        ConfigError: an input size, crop mode or filter aimass cannot reproduce, naming the file.
+    """
+    try:
+        channels, height, width = (int(value) for value in pretrained_cfg["input_size"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: pretrained_cfg.input_size must be [channels, height, width], found "
+                          f"{pretrained_cfg.get('input_size')!r}") from None
+    if channels not in (1, 3):
+        raise ConfigError(f"{where}: the checkpoint takes {channels}-channel images; aimass feeds 1 or 3 channels")
+    mode = pretrained_cfg.get("crop_mode", "center")
+    if mode not in _TIMM_CROP_MODES:
+        raise ConfigError(f"{where}: crop_mode {mode!r} is not one aimass reproduces ({', '.join(_TIMM_CROP_MODES)})")
+    interpolation = pretrained_cfg.get("interpolation", "bilinear")
+    if interpolation not in _PILLOW_FILTERS.values():
+        raise ConfigError(f"{where}: interpolation {interpolation!r} is not a filter aimass has "
+                          f"({', '.join(_PILLOW_FILTERS.values())})")
+    mean = _per_channel(pretrained_cfg["mean"], channels) if "mean" in pretrained_cfg else None
+    std = _per_channel(pretrained_cfg["std"], channels) if "std" in pretrained_cfg else None
+    crop = pretrained_cfg.get("crop_pct")
+    return CheckpointPreprocessing(channels, height, width, _TIMM_CROP_MODES[mode], interpolation, mean, std,
+                                   float(crop) if crop is not None and mode != "border" else None)
+
+
+def torchvision_preprocessing(crop_size: int, resize_size: int, mean, std, interpolation: str) -> CheckpointPreprocessing:
+    """What torchvision's ImageClassification transform of a weights entry does: resize the shorter side to
+    resize_size, crop crop_size, scale by mean and std, always on three channels."""
+    if interpolation not in _PILLOW_FILTERS.values():
+        raise ConfigError(f"torchvision's interpolation {interpolation!r} is not a filter aimass has")
+    return CheckpointPreprocessing(3, crop_size, crop_size, "center-crop", interpolation, _per_channel(mean, 3),
+                                   _per_channel(std, 3), crop_size / resize_size)
+
+
+def timm_data_config(spec: InputSpec) -> dict:
+    """timm's data config for `spec` (the inverse of `timm_preprocessing`), saved in a timm model aimass trains so
+    its folder is a checkpoint that brings its preprocessing along."""
+    channels = spec.model_shape[0]
+    return {"input_size": spec.model_shape, "interpolation": spec.resample, "crop_pct": spec.crop_fraction,
+            "crop_mode": {mode: name for name, mode in _TIMM_CROP_MODES.items()}[spec.resize],
+            "mean": _per_channel(spec.mean, channels), "std": _per_channel(spec.std, channels)}
 
 
 def _size(settings: dict, path: Path) -> tuple[int | None, int | None, str | None]:
@@ -110,11 +191,13 @@ def processor_settings(spec: InputSpec) -> dict | None:
 
 
 def apply_preprocessing(spec: InputSpec, checkpoint: CheckpointPreprocessing) -> InputSpec:
-    """The data set's input spec under what the checkpoint fixes: its size, filter, channels, mean and std.
+    """The data set's input spec under what the checkpoint fixes: its size, filter, crop, channels, mean and std.
 
     A one-channel checkpoint gets grey images; a three-channel one gets the images as they are (grey ones are
-    repeated to three channels when normalised)."""
+    repeated to three channels when normalised; where the checkpoint names no mean and std, the training split's
+    are repeated to its channels)."""
     return InputSpec(channels=1 if checkpoint.channels == 1 else spec.channels,
                      height=checkpoint.height or spec.height, width=checkpoint.width or spec.width,
                      resize=checkpoint.resize or spec.resize, resample=checkpoint.resample or spec.resample,
-                     mean=checkpoint.mean or spec.mean, std=checkpoint.std or spec.std)
+                     mean=checkpoint.mean or spec.mean, std=checkpoint.std or spec.std,
+                     crop_fraction=checkpoint.crop_fraction or spec.crop_fraction)

@@ -8,7 +8,10 @@ Two steps, split where the data is stored:
             the mean and std are the training split's, recorded in the data card and the model card
 
 Resize modes (`data.resize`): `squash` stretches to the target size, `center-crop` scales the shorter side to fit
-and crops the centre, `pad` scales the longer side to fit and pads with black. Resampling is bilinear unless a
+and crops the centre, `pad` scales the longer side to fit and pads with black. A pretrained model's evaluation
+transform may look at the central `crop_fraction` of the image only (timm's crop_pct, torchvision's crop/resize size,
+e.g. 224/256): `squash` and `center-crop` then resize to size / crop_fraction and crop the centre, as those libraries
+do. Resampling is bilinear unless a
 Hugging Face checkpoint's image processor names another filter; Pillow's filters antialias, so a large photo shrinks
 without aliasing.
 
@@ -20,6 +23,7 @@ This module imports only numpy and Pillow at the top (torch lazily): ingest's de
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +61,7 @@ class InputSpec:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     resample: str = "bilinear"  # a key of RESAMPLING
+    crop_fraction: float = 1.0  # squash and center-crop: the central share of each side kept (timm's crop_pct)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -69,13 +74,17 @@ class InputSpec:
         return max(self.channels, len(self.mean)), self.height, self.width
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "dtype": "uint8"}
+        values = {**asdict(self), "mean": list(self.mean), "std": list(self.std), "dtype": "uint8"}
+        if self.crop_fraction == 1.0:  # absent means the whole image, so cards written before the field read the same
+            del values["crop_fraction"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> InputSpec:
         return cls(channels=int(values["channels"]), height=int(values["height"]), width=int(values["width"]),
                    resize=values.get("resize", "squash"), mean=tuple(values.get("mean", ())),
-                   std=tuple(values.get("std", ())), resample=values.get("resample", "bilinear"))
+                   std=tuple(values.get("std", ())), resample=values.get("resample", "bilinear"),
+                   crop_fraction=float(values.get("crop_fraction", 1.0)))
 
 
 def image_mode(channels: int) -> str:
@@ -115,8 +124,10 @@ def preprocess_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """A decoded image -> uint8 array (C, H, W) at the spec's size and channels."""
     image = image.convert(image_mode(spec.channels))
     size = (spec.width, spec.height)
-    if image.size != size:
-        resample = RESAMPLING[spec.resample]
+    resample = RESAMPLING[spec.resample]
+    if spec.crop_fraction < 1.0 and spec.resize in ("squash", "center-crop"):
+        image = _resize_then_crop(image, spec, resample)
+    elif image.size != size:
         if spec.resize == "center-crop":
             image = ImageOps.fit(image, size, resample)
         elif spec.resize == "pad":
@@ -125,6 +136,22 @@ def preprocess_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
             image = image.resize(size, resample)
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[np.newaxis] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _resize_then_crop(image: Image.Image, spec: InputSpec, resample: Image.Resampling) -> Image.Image:
+    """timm's and torchvision's eval transform, step for step, so a pretrained model sees the pixels it was trained
+    on: resize to side / crop_fraction (the shorter side for `center-crop`, each side for `squash`), then crop the
+    centre at the spec's size."""
+    scaled_height, scaled_width = math.floor(spec.height / spec.crop_fraction), math.floor(spec.width / spec.crop_fraction)
+    if spec.resize == "squash":
+        target = (scaled_width, scaled_height)
+    else:  # the shorter side scaled, the other in proportion (torchvision's Resize(int) truncates it)
+        ratio = max(scaled_width / image.width, scaled_height / image.height)
+        target = (max(scaled_width, int(image.width * ratio)), max(scaled_height, int(image.height * ratio)))
+    image = image.resize(target, resample)
+    left = int(round((image.width - spec.width) / 2.0))
+    top = int(round((image.height - spec.height) / 2.0))
+    return image.crop((left, top, left + spec.width, top + spec.height))
 
 
 def preprocess_array(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The models aimass trains (the built-in CNN for any input size and number of classes, or a Hugging Face checkpoint)
-and the signature every model carries: its input spec and class names, read from the data set and saved in the
+"""The models aimass trains (the built-in CNN for any input size and number of classes, a Hugging Face checkpoint, a
+timm model or a torchvision builder's, each from random weights or a local checkpoint) and the signature every model carries: its input spec and class names, read from the data set and saved in the
 model card."""
 from __future__ import annotations
 
@@ -49,14 +49,24 @@ class CNNClassifier(nn.Sequential):
         return self[flatten + 1:]
 
 
-def build_model(config: ModelConfig, signature: Signature) -> tuple[nn.Module, dict | None]:
+def build_model(config: ModelConfig, signature: Signature, pretrained: bool = True) -> tuple[nn.Module, dict | None]:
     """A fresh model of the configured architecture for `signature`, and (for a checkpoint) its lineage entry: the
-    source and the sha256 of its files."""
+    source and the sha256 of its files. `pretrained=False` ignores any checkpoint's weights (a distillation
+    student)."""
     if config.is_built_in:
         return build_classifier(config, signature), None
+    if config.library == "timm":
+        from aimass.models.timm_models import build_timm
+
+        return build_timm(config, signature.class_names, signature.input_spec.model_shape[0], pretrained)
+    if config.library == "torchvision":
+        from aimass.models.torchvision_models import build_torchvision
+
+        return build_torchvision(config, signature.class_names, signature.input_spec.model_shape, pretrained)
     from aimass.models.huggingface import from_checkpoint
 
-    return from_checkpoint(config.architecture, signature.class_names, signature.input_spec.model_shape[0])
+    return from_checkpoint(config.architecture, signature.class_names, signature.input_spec.model_shape[0],
+                           pretrained)
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

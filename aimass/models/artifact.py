@@ -4,7 +4,9 @@ sha256 manifest. Never pickle.
 Layout of a model directory:
     model.safetensors  float models: the state dict (tensors only: loading cannot execute code)
     config.json        Hugging Face models: beside model.safetensors (save_pretrained) and preprocessor_config.json,
-                       so the directory is itself a checkpoint for `model.architecture=hf:DIRECTORY`
+                       so the directory is itself a checkpoint for `model.architecture=hf:DIRECTORY`; timm models:
+                       timm's own config.json, so the directory is a `model.checkpoint` for timm:NAME (a
+                       torchvision model's model.safetensors records its classes and preprocessing in its metadata)
     model.pt2          int8 models: a torch.export archive (graph as JSON, weights as raw tensor bytes); loading
                        refuses any archive entry that would need unpickling
     model.json         architecture, input normalisation, class names, lineage, metrics, resolved config
@@ -25,8 +27,9 @@ from aimass.models.architecture import Signature, build_classifier
 from aimass.config import ModelConfig
 from aimass.errors import ArtifactIntegrityError
 from aimass.integrity import write_manifest
-from aimass.models.card import (CARD_FILE, EXPORT_FORMAT, PROGRAM_FILE, SAFETENSORS_FORMAT, TRANSFORMERS_FORMAT,
-                                WEIGHTS_FILE, ModelCard, ModelProvenance, read_model_card)
+from aimass.models.card import (CARD_FILE, EXPORT_FORMAT, PROGRAM_FILE, SAFETENSORS_FORMAT, TIMM_FORMAT,
+                                TORCHVISION_FORMAT, TRANSFORMERS_FORMAT, WEIGHTS_FILE, ModelCard, ModelProvenance,
+                                read_model_card)
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,21 @@ def save_model(directory: Path, module: nn.Module, model_config: ModelConfig, si
                provenance: ModelProvenance) -> dict:
     """Write a float model's weights, card and manifest into `directory`; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
-    if not model_config.is_built_in:
+    if model_config.library == "hf":
         from aimass.models.huggingface import save_network
 
         save_network(module, directory, signature.input_spec)
         return _write_card_and_manifest(directory, TRANSFORMERS_FORMAT, model_config, signature, provenance)
+    if model_config.library == "timm":
+        from aimass.models.timm_models import save_timm
+
+        save_timm(module, directory, signature.input_spec, signature.class_names)
+        return _write_card_and_manifest(directory, TIMM_FORMAT, model_config, signature, provenance)
+    if model_config.library == "torchvision":
+        from aimass.models.torchvision_models import save_torchvision
+
+        save_torchvision(module, directory, signature.input_spec, signature.class_names)
+        return _write_card_and_manifest(directory, TORCHVISION_FORMAT, model_config, signature, provenance)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     return _write_card_and_manifest(directory, SAFETENSORS_FORMAT, model_config, signature, provenance)
@@ -90,6 +103,14 @@ def load_model(directory: Path) -> LoadedModel:
         from aimass.models.huggingface import load_network
 
         return LoadedModel(load_network(directory), card)
+    if card.weights_format == TIMM_FORMAT:
+        from aimass.models.timm_models import load_timm
+
+        return LoadedModel(load_timm(directory), card)
+    if card.weights_format == TORCHVISION_FORMAT:
+        from aimass.models.torchvision_models import load_torchvision
+
+        return LoadedModel(load_torchvision(directory, card.architecture.library_name, len(card.class_names)), card)
     module = build_classifier(card.architecture, Signature.of_model_card(card))
     module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     module.eval()

@@ -28,6 +28,8 @@ CARD_FORMAT_VERSION = 2
 SAFETENSORS_FORMAT = "safetensors"
 TRANSFORMERS_FORMAT = "transformers-safetensors"
 EXPORT_FORMAT = "torch-export"
+TIMM_FORMAT = "timm-safetensors"
+TORCHVISION_FORMAT = "torchvision-safetensors"
 FLOAT_BACKEND = "float32"
 TEACHER = "teacher"  # the trained model, beside compress's candidates (each named by its method)
 
@@ -77,7 +79,7 @@ class ModelCard(ModelProvenance):
     """Everything a model directory says about its model: the network, its input and classes, and its provenance."""
 
     format_version: int = CARD_FORMAT_VERSION
-    weights_format: str  # safetensors, transformers-safetensors or torch-export
+    weights_format: str  # safetensors, transformers-safetensors, timm-safetensors, torchvision-safetensors, torch-export
     architecture: ModelConfig  # the network as trained, whatever a later config says
     input: dict[str, Any]  # InputSpec.to_dict(): what a request's image becomes before the network sees it
     class_names: tuple[str, ...]

@@ -181,3 +181,14 @@ def test_a_multi_node_train_step_shares_a_volume_with_its_pytorchjob_and_holds_n
     assert (mount["mountPath"], mount["constant"]) == ("/shared", "aimass-training-shared")
     assert "nodeSelector" not in train and "tolerations" not in train
     assert "accelerator" not in executor(pipeline_spec, "train-component")["resources"]
+
+
+def test_the_compiled_pipeline_carries_a_timm_architecture_and_its_checkpoint(tmp_path):
+    config = load_config("full", [*CLUSTER_OVERRIDES, "model.architecture=timm:convnext_atto",
+                                  "model.checkpoint=/mnt/checkpoints/convnext-atto", "compress.student=timm:resnet10t"])
+    default = documents(compile_pipeline(config, tmp_path / "p.yaml").read_text())[0]["root"]["inputDefinitions"][
+        "parameters"]["config_json"]["defaultValue"]
+    carried = AimassConfig.from_json(default)
+    assert (carried.model.architecture, carried.model.checkpoint) == ("timm:convnext_atto",
+                                                                      "/mnt/checkpoints/convnext-atto")
+    assert carried.compress.student == "timm:resnet10t"

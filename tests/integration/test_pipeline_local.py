@@ -15,7 +15,7 @@ from aimass.data.versions import pinned_data_md5, track_data
 from aimass.models.artifact import load_model
 from aimass.pipelines.local_run import run_pipeline_locally
 from aimass.serving.client import encoded_request, tensor_request
-from conftest import init_dvc_repo, save_tiny_resnet
+from conftest import init_dvc_repo, save_tiny_resnet, save_tiny_timm_checkpoint, save_tiny_torchvision_state_dict
 
 pytestmark = pytest.mark.slow
 
@@ -228,6 +228,48 @@ def test_a_hugging_face_checkpoint_becomes_a_deployed_model_that_names_the_class
     with running_server("digits", ReleaseSource(config, "digits"), config) as server:
         answer = httpx.post(f"{server.url}/v2/models/digits/infer", json=encoded_request([upload])).json()
     assert answer["outputs"][0]["data"][0] in card.class_names
+
+
+def served_answer_to_a_jpeg(config, repo):
+    """The production model's answer to one of the data set's own JPEG files, over HTTP, and its card."""
+    import httpx
+
+    from aimass.registry import open_registry
+    from aimass.serving import ReleaseSource, running_server
+
+    upload = next((repo / "data" / "images").rglob("*.jpg")).read_bytes()
+    with running_server("digits", ReleaseSource(config, "digits"), config) as server:
+        answer = httpx.post(f"{server.url}/v2/models/digits/infer", json=encoded_request([upload])).json()
+    return answer, open_registry(config, "digits").resolve("production")
+
+
+@pytest.mark.parametrize("architecture, checkpoint_writer", [
+    ("timm:test_resnet", lambda folder: save_tiny_timm_checkpoint(folder / "timm-checkpoint", size=20)),
+    ("torchvision:squeezenet1_1", lambda folder: save_tiny_torchvision_state_dict(
+        folder / "squeezenet.safetensors", "squeezenet1_1")),
+])
+def test_a_timm_or_torchvision_checkpoint_becomes_a_deployed_model_that_names_the_class_of_a_jpeg(
+        architecture, checkpoint_writer, digits_folder, tmp_path):
+    checkpoint = checkpoint_writer(tmp_path)
+    repo = repository_with(digits_folder, tmp_path)
+    overrides = [f"data.repo_dir={repo}", f"model.architecture={architecture}", f"model.checkpoint={checkpoint}",
+                 "hpo.enabled=false", "train.batch_size=32", "train.backbone_learning_rate_factor=0.1",
+                 "compress.methods=[quantize_int8]", "gate.min_accuracy=null", "gate.min_macro_f1=null",
+                 "gate.max_latency_ratio=100", "evaluate.robustness_images=50"]
+    if architecture.startswith("torchvision:"):  # its weights' transforms take 224x224 crops: a short run, judged
+        overrides += ["train.steps=4", "evaluate.corruptions=[gaussian_noise]", "gate.min_error_reduction=0"]
+    config = load_config("tiny", overrides)
+    result = run_pipeline_locally(config, tmp_path / "runs", git_commit="abc123")
+    assert result.succeeded, result.failed_step
+    blessed = load_model(Path(result.artifact("bless-model", "blessed")["uri"])).card
+    assert blessed.architecture.architecture == architecture
+    assert blessed.lineage["base_checkpoint"]["source"] == f"{architecture} from {checkpoint}"
+    expected_side = 20 if architecture.startswith("timm:") else 224
+    assert (blessed.input_spec.height, blessed.input_spec.crop_fraction) == (
+        expected_side, 0.875 if architecture.startswith("timm:") else 224 / 256)
+    answer, production = served_answer_to_a_jpeg(config, repo)
+    assert answer["model_version"] == production
+    assert answer["outputs"][0]["data"][0] in blessed.class_names
 
 
 def test_a_model_below_the_gate_is_rejected_and_not_blessed(tiny_config, tmp_path):
