@@ -1,7 +1,7 @@
 # The aimass project image: the base image of every pipeline component and the model server's image.
 #
 #   make image                                   # CPU torch, tagged with aimass.config.PROJECT_IMAGE
-#   make image TORCH_VARIANT=cu128               # CUDA 12.8 torch (same tag; also runs the CPU stages)
+#   make image TORCH_VARIANT=cu130               # CUDA 13.0 torch (same tag; also runs the CPU stages)
 #   make image BASE_IMAGE=aimass-base:bookworm   # on a Debian base built locally (make base-image), no registry
 #
 # scripts/build-image.sh drives Docker or podman and mounts pip's CA bundle and wheel folder into the build where the
@@ -13,7 +13,8 @@ ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 
 FROM ${BASE_IMAGE}
 
-# cpu or a CUDA variant of the PyTorch wheel index (cu126, cu128): torch==2.13.0 itself is pinned in pyproject.toml.
+# cpu or a CUDA variant of the PyTorch wheel index (cu128, cu130): torch==2.14.1 and torchvision==0.29.1 themselves
+# are pinned in pyproject.toml; the index supplies both in the same variant.
 # Empty: torch comes from the package index or PIP_WHEELS (a folder holding the wheel).
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}

