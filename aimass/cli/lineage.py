@@ -60,7 +60,7 @@ def _lineage(args: argparse.Namespace) -> int:
 def _describe_checkpoint(checkpoint: dict | None) -> str:
     """Where a model's pretrained weights came from: `hf:SOURCE (pretrained weights), FILE sha256 DIGEST, ...`."""
     if not checkpoint:
-        return "none (the built-in CNN, from random weights)"
+        return "none (random weights)"
     files = ", ".join(f"{name} sha256 {digest}" for name, digest in sorted(checkpoint["files"].items()))
     weights = "pretrained weights" if checkpoint["pretrained"] else "random weights"
     return f"{checkpoint['source']} ({weights}); {files}"
