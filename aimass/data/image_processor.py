@@ -13,7 +13,9 @@ crop_fraction = crop_size / resize_size (224/256 for most of its weights).
 How an image processor's settings map onto aimass's preprocessing:
     size {height, width} or an int   -> that size, `squash` (what ViT's processor does)
     size {shortest_edge} [+ crop]    -> `center-crop` to crop_size (else shortest_edge) on both sides; ConvNeXT's
-                                        crop_pct (below 384 pixels) is the crop_fraction
+                                        crop_pct (below 384 pixels) is the crop_fraction (where a margin is odd,
+                                        transformers crops one pixel nearer the top/left than timm and
+                                        torchvision, whose rounding aimass follows)
     resample (Pillow's filter number) -> the same filter
     image_mean / image_std           -> the per-channel scaling (do_normalize false: none)
     rescale_factor                   -> must be 1/255 (pixels to 0..1), the only scale aimass applies

@@ -1,5 +1,6 @@
 """Bring your own architecture: a Hugging Face image-classification checkpoint, saved with save_pretrained into a
 folder (the Hub is not reachable here), trained, saved, served and compressed by the same stages as the CNN."""
+import io
 import json
 
 import numpy as np
@@ -221,3 +222,25 @@ def test_channel_pruning_removes_whole_attention_heads_of_a_vision_transformer()
     assert shape is None and [module.num_attention_heads for module in attention] == [2, 2]
     assert all(module.q_proj.out_features == 2 * module.head_dim for module in attention)
     assert pruned(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_a_convnext_processors_crop_pct_is_reproduced(tmp_path):
+    """ConvNeXT's processor resizes the shorter side to shortest_edge / crop_pct, then crops: the same pixels here.
+    (Where a margin is odd it puts the extra pixel at the other edge than timm and torchvision, whose rounding aimass
+    follows: a one-pixel shift; this photo's margins are even.)"""
+    from aimass.data.image_processor import apply_preprocessing
+    from aimass.data.preprocess import InputSpec
+
+    folder = save_tiny_resnet(tmp_path / "convnext-style")
+    (folder / "preprocessor_config.json").unlink()
+    processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": 28}, crop_pct=0.875, resample=3,
+                                                       image_mean=[0.5, 0.4, 0.3], image_std=[0.5, 0.6, 0.7])
+    processor.save_pretrained(folder)
+    spec = apply_preprocessing(InputSpec(3, 8, 8), read_preprocessing(folder))
+    assert (spec.height, spec.resize, spec.crop_fraction) == (28, "center-crop", 0.875)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    ours = to_model_input(decode_uploads((buffer.getvalue(),), spec), spec)
+    theirs = processor(photo, return_tensors="pt")["pixel_values"]
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5)

@@ -175,9 +175,10 @@ def test_a_trained_timm_model_is_itself_a_timm_checkpoint(timm_model):
     assert config["architecture"] == "test_resnet" and config["label_names"] == list(DIGITS)
     assert config["pretrained_cfg"]["input_size"] == [3, 24, 24] and config["pretrained_cfg"]["crop_pct"] == 0.875
     again = load_config("tiny", ["model.architecture=timm:test_resnet", f"model.checkpoint={timm_model}"])
-    assert model_preprocessing(again.model) == model_preprocessing(load_config("tiny", [
-        "model.architecture=timm:test_resnet", f"model.checkpoint={timm_model}"]).model)
-    assert model_preprocessing(again.model).crop_fraction == 0.875
+    recorded, spec = model_preprocessing(again.model), load_model(timm_model).card.input_spec
+    assert (recorded.height, recorded.width, recorded.resize, recorded.resample, recorded.crop_fraction) == (
+        spec.height, spec.width, spec.resize, spec.resample, spec.crop_fraction)
+    assert (recorded.mean, recorded.std) == (spec.mean, spec.std)
 
 
 def test_a_timm_model_from_random_weights_takes_the_datas_own_preprocessing(digits_repo, tmp_path):
