@@ -118,6 +118,10 @@ def _check_safetensors(weights: Path, given: Path) -> None:
     from safetensors import SafetensorError, safe_open
 
     pickled = _pickled_files(given)
+    if given.is_file() and pickled:
+        raise ConfigError(f"model.checkpoint={given}: {given.name} is a pickle, which aimass never loads; convert it "
+                          f"once, on a machine you trust: safetensors.torch.save_file(torch.load('{given.name}', "
+                          f"weights_only=True), '{given.stem}.safetensors')")
     if not weights.is_file():
         found = f" (it holds {', '.join(pickled)}: pickles, which aimass never loads)" if pickled else ""
         raise ConfigError(f"model.checkpoint={given}: no {weights.name}{found}; save the weights as safetensors "

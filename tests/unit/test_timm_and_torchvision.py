@@ -109,6 +109,14 @@ def test_a_pickled_timm_checkpoint_is_refused(tmp_path):
         model_preprocessing(config.model)
 
 
+def test_a_pickled_torchvision_file_is_refused_with_the_conversion_to_run(tmp_path):
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "r18.pth")
+    config = config_with("model.architecture=torchvision:resnet18", f"model.checkpoint={tmp_path / 'r18.pth'}")
+    with pytest.raises(ConfigError, match=r"r18.pth is a pickle, which aimass never loads; convert it .*"
+                                          r"save_file\(torch.load\('r18.pth', weights_only=True\), 'r18.safetensors'\)"):
+        model_preprocessing(config.model)
+
+
 def test_a_pickle_named_safetensors_is_refused(tmp_path):
     fake = tmp_path / "weights.safetensors"
     torch.save({"fc.weight": torch.zeros(2, 2)}, fake)  # a pickle in a zip, whatever its name says
