@@ -49,6 +49,22 @@ class CNNClassifier(nn.Sequential):
         return self[flatten + 1:]
 
 
+class LibraryClassifier(nn.Module):
+    """A network a library built (timm, torchvision, transformers) behind aimass's model interface: normalised
+    pixels in, logits out. Subclasses name its head; the network's own state dict keys stay under `network.`."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    @property
+    def head(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network(pixels)
+
+
 def build_model(config: ModelConfig, signature: Signature, pretrained: bool = True) -> tuple[nn.Module, dict | None]:
     """A fresh model of the configured architecture for `signature`, and (for a checkpoint) its lineage entry: the
     source and the sha256 of its files. `pretrained=False` ignores any checkpoint's weights (a distillation

@@ -15,18 +15,15 @@ import torch
 from torch import nn
 
 from aimass.errors import ConfigError
+from aimass.models.architecture import LibraryClassifier
 from aimass.data.image_processor import CONFIG_FILE, PROCESSOR_FILE, processor_settings
 from aimass.models.checkpoint import checkpoint_files, checkpoint_folder
 
 log = logging.getLogger(__name__)
 
 
-class HuggingFaceClassifier(nn.Module):
-    """A transformers image classifier behind aimass's model interface: normalised pixels in, logits out."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
+class HuggingFaceClassifier(LibraryClassifier):
+    """A transformers image classifier: it takes `pixel_values` and answers an output object holding the logits."""
 
     @property
     def head(self) -> nn.Module:

@@ -12,7 +12,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 from torch import nn
 
@@ -20,24 +19,16 @@ from aimass.config import ModelConfig
 from aimass.data.image_processor import CONFIG_FILE, timm_data_config
 from aimass.data.preprocess import InputSpec
 from aimass.errors import ConfigError
+from aimass.models.architecture import LibraryClassifier
 from aimass.models.checkpoint import WEIGHTS_FILE, checkpoint_files, timm_checkpoint_folder
 
 log = logging.getLogger(__name__)
 
 
-class TimmClassifier(nn.Module):
-    """A timm network behind aimass's model interface: normalised pixels in, logits out."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
+class TimmClassifier(LibraryClassifier):
     @property
     def head(self) -> nn.Module:
         return self.network.get_classifier()
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.network(pixels)
 
 
 def build_timm(config: ModelConfig, class_names: tuple[str, ...], input_channels: int,

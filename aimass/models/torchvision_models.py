@@ -22,6 +22,7 @@ from aimass.config import ModelConfig
 from aimass.data.image_processor import CheckpointPreprocessing
 from aimass.data.preprocess import InputSpec
 from aimass.errors import ConfigError
+from aimass.models.architecture import LibraryClassifier
 from aimass.integrity import sha256_file
 from aimass.models.checkpoint import (CLASS_NAMES_METADATA, PREPROCESSING_METADATA, WEIGHTS_FILE,
                                       torchvision_checkpoint_file, torchvision_metadata)
@@ -29,19 +30,10 @@ from aimass.models.checkpoint import (CLASS_NAMES_METADATA, PREPROCESSING_METADA
 log = logging.getLogger(__name__)
 
 
-class TorchvisionClassifier(nn.Module):
-    """A torchvision network behind aimass's model interface: normalised pixels in, logits out."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
+class TorchvisionClassifier(LibraryClassifier):
     @property
     def head(self) -> nn.Module:
         return self.network.get_submodule(output_layer_name(self.network))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.network(pixels)
 
 
 def output_layer_name(network: nn.Module) -> str:
