@@ -141,7 +141,8 @@ def main() -> None:
     summary = {name: {"mean": round(statistics.mean(values), 4), "min": round(min(values), 4),
                       "max": round(max(values), 4)} for name, values in accuracies.items()}
     summary["gain_points"] = round(100 * (summary["pretrained"]["mean"] - summary["random"]["mean"]), 2)
-    summary.update({"architecture": args.architecture, "digits_train_and_validation": DIGITS_TRAIN, "finetune_steps": args.finetune_steps,
+    summary.update({"architecture": args.architecture, "digits_train_and_validation": DIGITS_TRAIN,
+                    "finetune_steps": args.finetune_steps,
                     "pretrain_steps": args.pretrain_steps, "seeds": args.seeds})
     print(json.dumps(summary))
 

@@ -130,7 +130,8 @@ def timm_preprocessing(pretrained_cfg: dict, where: Path) -> CheckpointPreproces
                                    float(crop) if crop is not None and mode != "border" else None)
 
 
-def torchvision_preprocessing(crop_size: int, resize_size: int, mean, std, interpolation: str) -> CheckpointPreprocessing:
+def torchvision_preprocessing(crop_size: int, resize_size: int, mean, std,
+                              interpolation: str) -> CheckpointPreprocessing:
     """What torchvision's ImageClassification transform of a weights entry does: resize the shorter side to
     resize_size, crop crop_size, scale by mean and std, always on three channels."""
     if interpolation not in _PILLOW_FILTERS.values():

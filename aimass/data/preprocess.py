@@ -142,7 +142,8 @@ def _resize_then_crop(image: Image.Image, spec: InputSpec, resample: Image.Resam
     """timm's and torchvision's eval transform, step for step, so a pretrained model sees the pixels it was trained
     on: resize to side / crop_fraction (the shorter side for `center-crop`, each side for `squash`), then crop the
     centre at the spec's size."""
-    scaled_height, scaled_width = math.floor(spec.height / spec.crop_fraction), math.floor(spec.width / spec.crop_fraction)
+    scaled_height = math.floor(spec.height / spec.crop_fraction)
+    scaled_width = math.floor(spec.width / spec.crop_fraction)
     if spec.resize == "squash":
         target = (scaled_width, scaled_height)
     else:  # the shorter side scaled, the other in proportion (torchvision's Resize(int) truncates it)

@@ -1,6 +1,6 @@
 """The models aimass trains (the built-in CNN for any input size and number of classes, a Hugging Face checkpoint, a
-timm model or a torchvision builder's, each from random weights or a local checkpoint) and the signature every model carries: its input spec and class names, read from the data set and saved in the
-model card."""
+timm model or a torchvision builder's, each from random weights or a local checkpoint) and the signature every model
+carries: its input spec and class names, read from the data set and saved in the model card."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -79,7 +79,8 @@ class ModelCard(ModelProvenance):
     """Everything a model directory says about its model: the network, its input and classes, and its provenance."""
 
     format_version: int = CARD_FORMAT_VERSION
-    weights_format: str  # safetensors, transformers-safetensors, timm-safetensors, torchvision-safetensors, torch-export
+    # safetensors, transformers-safetensors, timm-safetensors, torchvision-safetensors or torch-export
+    weights_format: str
     architecture: ModelConfig  # the network as trained, whatever a later config says
     input: dict[str, Any]  # InputSpec.to_dict(): what a request's image becomes before the network sees it
     class_names: tuple[str, ...]

@@ -70,8 +70,8 @@ def config_with(*overrides):
 
 # Names are checked when the configuration loads.
 
-@pytest.mark.parametrize("architecture, suggestion", [("timm:resnet1", "timm:resnet18"),
-                                                      ("torchvision:mobilenetv3_small", "torchvision:mobilenet_v3_small")])
+@pytest.mark.parametrize("architecture, suggestion", [
+    ("timm:resnet1", "timm:resnet18"), ("torchvision:mobilenetv3_small", "torchvision:mobilenet_v3_small")])
 def test_an_unknown_model_name_is_refused_at_load_with_close_names_suggested(architecture, suggestion):
     with pytest.raises(ConfigError, match=f"did you mean .*{suggestion}"):
         config_with(f"model.architecture={architecture}")
@@ -105,15 +105,16 @@ def test_a_pickled_timm_checkpoint_is_refused(tmp_path):
     (folder / "model.safetensors").unlink()
     torch.save({"weights": torch.zeros(1)}, folder / "pytorch_model.bin")
     config = config_with("model.architecture=timm:test_resnet", f"model.checkpoint={folder}")
-    with pytest.raises(ConfigError, match="no model.safetensors .*pytorch_model.bin: pickles, which aimass never loads"):
+    with pytest.raises(ConfigError,
+                       match="no model.safetensors .*pytorch_model.bin: pickles, which aimass never loads"):
         model_preprocessing(config.model)
 
 
 def test_a_pickled_torchvision_file_is_refused_with_the_conversion_to_run(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "r18.pth")
     config = config_with("model.architecture=torchvision:resnet18", f"model.checkpoint={tmp_path / 'r18.pth'}")
-    with pytest.raises(ConfigError, match=r"r18.pth is a pickle, which aimass never loads; convert it .*"
-                                          r"save_file\(torch.load\('r18.pth', weights_only=True\), 'r18.safetensors'\)"):
+    conversion = r"save_file\(torch.load\('r18.pth', weights_only=True\), 'r18.safetensors'\)"
+    with pytest.raises(ConfigError, match=r"r18.pth is a pickle, which aimass never loads; convert it .*" + conversion):
         model_preprocessing(config.model)
 
 
